@@ -1,0 +1,3 @@
+"""callbridge: realtime call-signal bridge."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,24 @@
+"""Brokers, chosen by URL scheme and imported lazily."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from bridge.brokers.base import Broker, BrokerError
+
+
+def from_url(url: str, **options: object) -> Broker:
+    """``memory://`` or ``redis://[:password@]host:port/db`` (``rediss://`` for TLS)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from bridge.brokers.memory import MemoryBroker
+
+        return MemoryBroker(**options)  # type: ignore[arg-type]
+    if scheme in ("redis", "rediss"):
+        from bridge.brokers.redis import RedisBroker
+
+        return RedisBroker(url, **options)  # type: ignore[arg-type]
+    raise ValueError(f"broker url: unsupported scheme {scheme!r} (use memory:// or redis://)")
+
+
+__all__ = ["Broker", "BrokerError", "from_url"]

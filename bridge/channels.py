@@ -1,0 +1,67 @@
+"""Channel names, and the glob patterns tokens use to grant them.
+
+Channels are logical names shared by Redis pub/sub (behind a configurable key prefix) and the
+websocket protocol:
+
+- ``calls:<tenant>``: every call event of a tenant
+- ``calls:<tenant>:<extension>``: the events of one extension's legs
+- ``system:<tenant>``: callbridge's notices about the tenant's upstream links
+
+Segments are made of ``[A-Za-z0-9_.+-]``; any other character of an upstream value is written
+as ``%XX`` (UTF-8 bytes), so names never need JSON escaping and a ``:`` can never appear inside a
+segment.
+"""
+
+from __future__ import annotations
+
+import re
+from fnmatch import fnmatchcase
+from typing import Iterable
+
+SEGMENT_SAFE = re.compile(r"[A-Za-z0-9_.+\-]+")
+CHANNEL_RE = re.compile(r"[A-Za-z0-9_.+\-%]+(:[A-Za-z0-9_.+\-%]+)*")
+PATTERN_RE = re.compile(r"[A-Za-z0-9_.+\-%:*?\[\]!]+")
+MAX_CHANNEL_LENGTH = 200
+
+
+def segment(value: str) -> str:
+    """Escape one name segment (tenant, extension) into the channel alphabet."""
+    if SEGMENT_SAFE.fullmatch(value):
+        return value
+    out = []
+    for ch in value:
+        if SEGMENT_SAFE.fullmatch(ch):
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode())
+    return "".join(out)
+
+
+def tenant_calls(tenant: str) -> str:
+    return f"calls:{segment(tenant)}"
+
+
+def extension_calls(tenant: str, extension: str) -> str:
+    return f"calls:{segment(tenant)}:{segment(extension)}"
+
+
+def system(tenant: str) -> str:
+    return f"system:{segment(tenant)}"
+
+
+def is_valid_channel(name: str) -> bool:
+    return len(name) <= MAX_CHANNEL_LENGTH and CHANNEL_RE.fullmatch(name) is not None
+
+
+def is_valid_pattern(pattern: str) -> bool:
+    return len(pattern) <= MAX_CHANNEL_LENGTH and PATTERN_RE.fullmatch(pattern) is not None
+
+
+def granted(channel: str, patterns: Iterable[str]) -> bool:
+    """True when ``channel`` matches one of ``patterns`` (shell-style: ``*``, ``?``, ``[..]``).
+
+    ``*`` matches across ``:`` too, so ``calls:acme*`` grants the tenant channel and every
+    extension channel of ``acme``; ``calls:acme:*`` grants only the extension channels.
+    Matching is case-sensitive.
+    """
+    return any(fnmatchcase(channel, p) for p in patterns)
