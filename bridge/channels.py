@@ -15,12 +15,12 @@ segment.
 from __future__ import annotations
 
 import re
-from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Iterable
 
 SEGMENT_SAFE = re.compile(r"[A-Za-z0-9_.+\-]+")
 CHANNEL_RE = re.compile(r"[A-Za-z0-9_.+\-%]+(:[A-Za-z0-9_.+\-%]+)*")
-PATTERN_RE = re.compile(r"[A-Za-z0-9_.+\-%:*?\[\]!]+")
+PATTERN_RE = re.compile(r"[A-Za-z0-9_.+\-%:*?]+")
 MAX_CHANNEL_LENGTH = 200
 
 
@@ -57,11 +57,28 @@ def is_valid_pattern(pattern: str) -> bool:
     return len(pattern) <= MAX_CHANNEL_LENGTH and PATTERN_RE.fullmatch(pattern) is not None
 
 
-def granted(channel: str, patterns: Iterable[str]) -> bool:
-    """True when ``channel`` matches one of ``patterns`` (shell-style: ``*``, ``?``, ``[..]``).
+@lru_cache(maxsize=4096)
+def _compile(pattern: str) -> re.Pattern[str]:
+    parts = []
+    for token in re.split(r"(\*\*|\*|\?)", pattern):
+        if token == "**":
+            parts.append(".*")
+        elif token == "*":
+            parts.append("[^:]*")
+        elif token == "?":
+            parts.append("[^:]")
+        else:
+            parts.append(re.escape(token))
+    return re.compile("".join(parts))
 
-    ``*`` matches across ``:`` too, so ``calls:acme*`` grants the tenant channel and every
-    extension channel of ``acme``; ``calls:acme:*`` grants only the extension channels.
-    Matching is case-sensitive.
+
+def granted(channel: str, patterns: Iterable[str]) -> bool:
+    """True when ``channel`` matches one of ``patterns``.
+
+    ``*`` matches any run of characters within one ``:``-separated segment, ``?`` one character
+    of a segment, ``**`` anything, ``:`` included. So ``calls:acme:*`` grants every extension
+    channel of tenant ``acme`` but neither ``calls:acme`` nor another tenant's channels;
+    ``calls:acme*`` grants ``calls:acme`` and ``calls:acme2`` but no extension channel;
+    ``calls:**`` grants every call channel. Matching is case-sensitive.
     """
-    return any(fnmatchcase(channel, p) for p in patterns)
+    return any(_compile(p).fullmatch(channel) is not None for p in patterns)

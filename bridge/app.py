@@ -1,0 +1,50 @@
+"""The HTTP and websocket application: health endpoints and the downstream ``/ws``."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bridge import __version__
+from bridge.config import Config
+from bridge.downstream.endpoint import ws_route
+from bridge.service import Service
+
+
+def build_app(config: Config, service: Service | None = None) -> Starlette:
+    """The ASGI app; it starts and stops ``service`` (built from ``config`` when None)."""
+    svc = service or Service(config)
+    server = config.server
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__,
+                             "uptime": round(time.time() - svc.started_at, 3)})
+
+    async def readyz(request: Request) -> Response:
+        ready, body = await svc.readiness()
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with svc:
+            yield
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            ws_route(svc.hub, jwt_secret=config.auth.jwt_secret.get_secret_value(),
+                     leeway=config.auth.leeway, auth_timeout=server.auth_timeout,
+                     max_message_bytes=server.max_message_bytes,
+                     heartbeat=server.ping_interval),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.service = svc
+    return app

@@ -1,0 +1,152 @@
+"""``callbridge``: serve, demo, token, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import sys
+from typing import Sequence
+
+from bridge import __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="callbridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"callbridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the bridge from a configuration file")
+    serve.add_argument("--config", metavar="FILE.toml",
+                       help="configuration file (environment variables override it)")
+
+    demo = commands.add_parser(
+        "demo", help="run the bridge on the embedded broker against the AntBuddy simulator")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080, help="bridge port (0: any free port)")
+    demo.add_argument("--rate", type=float, default=1.0, help="simulated calls per second")
+    demo.add_argument("--extensions", type=int, default=10, help="extensions 1001, 1002, ...")
+    demo.add_argument("--dialect", default="auto",
+                      choices=["auto", "socketio-0.9", "kazoo-json", "engineio-4"])
+    demo.add_argument("--token-lifetime", type=float, default=300.0,
+                      help="seconds the simulator's upstream tokens live")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: run until Ctrl-C)")
+    demo.add_argument("--quiet", action="store_true", help="do not print events")
+
+    token = commands.add_parser("token", help="mint a client token for /ws")
+    token.add_argument("--sub", required=True, help="who the token is for")
+    token.add_argument("--channels", nargs="+", required=True, metavar="PATTERN",
+                       help="channel patterns the token grants, e.g. 'calls:acme:*'")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
+    token.add_argument("--config", metavar="FILE.toml",
+                       help="read auth.jwt_secret from here (or CALLBRIDGE__AUTH__JWT_SECRET)")
+
+    sim = commands.add_parser("simulate", help="run the AntBuddy simulator alone")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--rate", type=float, default=1.0, help="calls per second")
+    sim.add_argument("--extensions", type=int, default=10)
+    sim.add_argument("--accounts", nargs="+", default=["acct-demo"])
+    sim.add_argument("--app", nargs=2, action="append", metavar=("APP_ID", "APP_SECRET"),
+                     help="an application the oapi accepts (repeatable)")
+    sim.add_argument("--token-lifetime", type=float, default=3600.0)
+    sim.add_argument("--expire-format", default="ttl", choices=["ttl", "unix", "unix_ms", "iso"])
+    sim.add_argument("--expiry-policy", default="subscribe", choices=["subscribe", "disconnect"])
+
+    args = parser.parse_args(argv)
+    if args.command == "token":
+        return _token(args)
+    runner = {"serve": _serve, "demo": _demo, "simulate": _simulate}[args.command]
+    try:
+        return asyncio.run(runner(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(path: str | None):  # type: ignore[no-untyped-def]
+    from bridge.config import ConfigError, load_config
+
+    try:
+        return load_config(path, os.environ)
+    except ConfigError as exc:
+        print(f"callbridge: configuration error:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _token(args: argparse.Namespace) -> int:
+    from bridge.auth import mint
+    from bridge.channels import is_valid_pattern
+
+    bad = [p for p in args.channels if not is_valid_pattern(p)]
+    if bad:
+        print(f"callbridge token: invalid channel pattern(s): {', '.join(bad)}", file=sys.stderr)
+        return 2
+    config = _load(args.config)
+    print(mint(config.auth.jwt_secret.get_secret_value(), sub=args.sub,
+               channels=args.channels, ttl=args.ttl))
+    return 0
+
+
+def _stop_on_signals(servers: list, stop: asyncio.Event) -> None:  # type: ignore[type-arg]
+    loop = asyncio.get_running_loop()
+
+    def handler() -> None:
+        stop.set()
+        for server in servers:
+            server.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from bridge import logs
+    from bridge.app import build_app
+    from bridge.serving import AppServer
+
+    config = _load(args.config)
+    logs.setup(config.logging.level)
+    server = AppServer(build_app(config), host=config.server.host, port=config.server.port)
+    _stop_on_signals([server], asyncio.Event())
+    await server.start()
+    await server.wait()
+    return 0
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    from bridge import logs
+    from bridge.serving import AppServer
+    from bridge.simulator.app import Simulator, SimulatorSettings
+
+    logs.setup("INFO")
+    settings = SimulatorSettings(
+        extensions=[str(1001 + i) for i in range(args.extensions)],
+        accounts=args.accounts, calls_per_second=args.rate,
+        token_lifetime=args.token_lifetime, expire_format=args.expire_format,
+        expiry_policy=args.expiry_policy,
+    )
+    if args.app:
+        settings.apps = dict(args.app)
+    server = AppServer(Simulator(settings).build_app(), host=args.host, port=args.port)
+    _stop_on_signals([server], asyncio.Event())
+    await server.start()
+    print(f"AntBuddy simulator on {server.url} (oapi) and {server.ws_url} (signals)", flush=True)
+    await server.wait()
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from bridge import logs
+    from bridge.demo import run_demo
+
+    logs.setup("WARNING", json=False)
+    stop = asyncio.Event()
+    return await run_demo(args, stop, lambda servers: _stop_on_signals(servers, stop),
+                          jwt_secret=secrets.token_urlsafe(32))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,317 @@
+"""Configuration: a TOML file, overridden by ``CALLBRIDGE__*`` environment variables.
+
+:func:`load_config` is the only entry point. It never reads ``os.environ`` itself (the caller
+passes the mapping), registers every secret it meets with :func:`bridge.redact.register`, and
+reports every problem at once in one :class:`ConfigError` whose lines each name a key. Secrets
+are ``SecretStr`` and the broker URL's password is masked, so a ``Config`` can be printed or
+logged safely; :meth:`Config.model_dump_safe` gives a display dict with secrets masked.
+See docs/configuration.md for every key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import model_validator
+
+from bridge.redact import redact, register
+
+ENV_PREFIX = "CALLBRIDGE__"
+MASK = "**********"
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/]*@")
+
+#: Every Kazoo call event the bridge normalizes; the bindings of an account by default.
+DEFAULT_BINDINGS: tuple[str, ...] = tuple(
+    f"call.{name}.*"
+    for name in "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_HOLD CHANNEL_UNHOLD "
+    "CHANNEL_DESTROY PARK_PARKED PARK_RETRIEVED PARK_ABANDONED".split()
+)
+_SECRET_KEYS = frozenset({"app_secret", "sip_password", "jwt_secret"})
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``str()`` has one line per problem, each naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _problem(name: str, text: str) -> str:
+    # Only the description is redacted: key names like "app_secret: " would otherwise look
+    # like a "key: value" pair to redact() and mask the description itself.
+    return f"{name}: {redact(text)}" if name else redact(text)
+
+
+def _min_secret(value: SecretStr | None, length: int) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value()) < length:
+        raise ValueError(f"must be at least {length} characters")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_message_bytes: int = Field(65536, ge=256)
+    auth_timeout: float = Field(5.0, gt=0)
+    ping_interval: float = Field(20.0, gt=0)
+    client_queue_bytes: int = Field(1_048_576, ge=1024)
+
+
+class BrokerConfig(_Section):
+    url: str = "memory://"
+    prefix: str = Field("callbridge:", max_length=100)
+    history_length: int = Field(1000, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("memory", "redis", "rediss"):
+            raise ValueError("scheme must be memory://, redis:// or rediss://")
+        if parts.scheme != "memory" and not parts.hostname:
+            raise ValueError("a redis URL needs a host")
+        register(parts.password)
+        return url
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password (if any) masked."""
+        return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", self.url)
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            yield key, (self.safe_url if key == "url" else value)
+
+
+class AuthConfig(_Section):
+    jwt_secret: SecretStr
+    leeway: float = Field(5.0, ge=0)
+
+    _length = field_validator("jwt_secret")(lambda v: _min_secret(v, 32))
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class UpstreamConfig(_Section):
+    reconnect_initial: float = Field(0.5, gt=0)
+    reconnect_max: float = Field(30.0, gt=0)
+    auth_retry: float = Field(60.0, gt=0)
+    request_timeout: float = Field(10.0, gt=0)
+    connect_timeout: float = Field(10.0, gt=0)
+    refresh_margin: float = Field(60.0, ge=0)
+    refresh_jitter: float = Field(0.1, ge=0, le=0.5)
+    default_lifetime: float = Field(3600.0, gt=0)
+    token_unavailable_after: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> UpstreamConfig:
+        if self.reconnect_max < self.reconnect_initial:
+            raise ValueError("reconnect_max must be >= reconnect_initial")
+        return self
+
+
+class AntBuddyAccount(_Section):
+    tenant: str = Field(pattern=r"^[A-Za-z0-9_.+\-]+$", max_length=64)
+    oapi_url: str
+    ws_url: str
+    dialect: Literal["auto", "socketio-0.9", "kazoo-json", "engineio-4"] = "auto"
+    app_id: str = Field(min_length=1)
+    app_secret: SecretStr
+    account_id: str = Field(min_length=1)
+    bindings: list[str] = Field(default_factory=lambda: list(DEFAULT_BINDINGS), min_length=1)
+    sip_user: str | None = None
+    sip_password: SecretStr | None = None
+    raw_payload: bool = False
+
+    _length = field_validator("app_secret", "sip_password")(lambda v: _min_secret(v, 4))
+
+    @field_validator("oapi_url", "ws_url")
+    @classmethod
+    def _url(cls, url: str, info: Any) -> str:
+        allowed = ("http", "https") if info.field_name == "oapi_url" else ("ws", "wss", "http", "https")
+        parts = urlsplit(url)
+        if parts.scheme not in allowed or not parts.hostname:
+            raise ValueError("expected a URL with scheme " + "/".join(allowed) + " and a host")
+        return url
+
+    @model_validator(mode="after")
+    def _sip_pair(self) -> AntBuddyAccount:
+        if (self.sip_user is None) != (self.sip_password is None):
+            raise ValueError("sip_user and sip_password must be set together")
+        return self
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    broker: BrokerConfig = BrokerConfig()
+    auth: AuthConfig
+    logging: LoggingConfig = LoggingConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    antbuddy: list[AntBuddyAccount] = []
+
+    @model_validator(mode="after")
+    def _unique_accounts(self) -> Config:
+        seen: dict[tuple[str, str], int] = {}
+        for i, acc in enumerate(self.antbuddy):
+            key = (acc.tenant, acc.account_id)
+            if key in seen:
+                raise ValueError(
+                    f"antbuddy[{i}] repeats tenant {acc.tenant!r} with account_id "
+                    f"{acc.account_id!r} (already in antbuddy[{seen[key]}])"
+                )
+            seen[key] = i
+        return self
+
+    def model_dump_safe(self) -> dict[str, Any]:
+        """A JSON-ready dict for display: secrets and the broker password masked."""
+        data = self.model_dump(mode="json")
+        data["broker"]["url"] = self.broker.safe_url
+        return data
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    name: field.annotation for name, field in Config.model_fields.items() if name != "antbuddy"
+}
+
+
+def load_config(path: str | None, environ: Mapping[str, str]) -> Config:
+    """Read ``path`` (TOML; None for none), apply ``environ`` overrides, validate.
+
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError([_problem(path, "file not found")]) from None
+        except OSError as exc:
+            raise ConfigError([_problem(path, f"cannot read ({exc.strerror})")]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([_problem(path, f"invalid TOML: {exc}")]) from None
+    for name in _SECTIONS:
+        if not isinstance(data.setdefault(name, {}), dict):
+            raise ConfigError([f"{name}: expected a table [{name}]"])
+    accounts = data.setdefault("antbuddy", [])
+    if not isinstance(accounts, list) or not all(isinstance(a, dict) for a in accounts):
+        raise ConfigError(["antbuddy: expected [[antbuddy]] tables"])
+    origins = _apply_env(data, environ)
+    _register_secrets(data)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e, origins) for e in exc.errors()]) from None
+    return config
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[Any, ...], str]:
+    """Write each ``CALLBRIDGE__`` variable into ``data``; return {location: variable name}."""
+    problems: list[str] = []
+    origins: dict[tuple[Any, ...], str] = {}
+    for var in sorted(v for v in environ if v.startswith(ENV_PREFIX)):
+        section, _, rest = var[len(ENV_PREFIX):].partition("__")
+        section = section.lower()
+        model = AntBuddyAccount if section == "antbuddy" else _SECTIONS.get(section)
+        locs: list[tuple[Any, ...]] = [(section,)]
+        if section == "antbuddy":
+            rest, _, key = rest.rpartition("__")
+            locs = [("antbuddy", i) for i, acc in enumerate(data["antbuddy"])
+                    if rest and _env_name(str(acc.get("tenant", ""))) == rest.upper()]
+        else:
+            key = rest
+        key = key.lower()
+        if model is None:
+            problems.append(_problem(var, f"unknown section {section!r}"))
+        elif not locs:
+            problems.append(_problem(var, f"unknown antbuddy tenant {rest!r}"))
+        elif key not in model.model_fields:
+            problems.append(_problem(var, f"unknown key {section}.{key}"))
+        else:
+            for loc in locs:
+                table = data[section] if len(loc) == 1 else data["antbuddy"][loc[1]]
+                table[key] = _parse(environ[var], model, key)
+                origins[(*loc, key)] = var
+    if problems:
+        _register_secrets(data)
+        raise ConfigError(problems)
+    return origins
+
+
+def _env_name(tenant: str) -> str:
+    """How a tenant is spelled in a variable name: upper case, ``-``, ``.``, ``+`` as ``_``."""
+    return tenant.upper().replace("-", "_").replace(".", "_").replace("+", "_")
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _parse(raw: str, model: type[_Section], key: str) -> Any:
+    """``raw`` converted for the key's type; left as text when it does not convert (the
+    validator then reports it, with the variable name)."""
+    field, text = model.model_fields[key], raw.strip()
+    try:
+        if field.annotation is bool:
+            return True if text.lower() in _TRUE else False if text.lower() in _FALSE else raw
+        if field.annotation in (int, float):
+            return field.annotation(text)
+        if field.annotation == list[str]:
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+    except ValueError:
+        return raw
+    if text == "" and field.default is None:
+        return None  # an empty variable unsets an optional key
+    return raw
+
+
+def _register_secrets(data: dict[str, Any]) -> None:
+    for table in [data["auth"], *data["antbuddy"]]:
+        for key in _SECRET_KEYS & table.keys():
+            if isinstance(table[key], str):
+                register(table[key])
+
+
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
+          "list": "a list", "dict": "a table", "model": "a table"}
+
+
+def _describe(error: Any, origins: dict[tuple[Any, ...], str]) -> str:
+    loc = tuple(error["loc"])
+    name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    kind = error["type"]
+    secret = any(p in _SECRET_KEYS for p in loc)
+    if kind == "missing":
+        text = "missing"
+    elif kind == "extra_forbidden":
+        text = "unknown key"
+    elif kind == "literal_error":
+        text = f"expected one of {error['ctx']['expected']}, got {error.get('input')!r}"[:200]
+    elif kind.split("_")[0] in _KINDS and kind.endswith(("_type", "_parsing")):
+        text = f"expected {_KINDS[kind.split('_')[0]]}"
+        value = error.get("input")
+        if not secret and isinstance(value, (str, int, float, bool)):
+            text += f", got {value!r}"[:120]
+    else:
+        text = str(error["msg"]).removeprefix("Value error, ")
+    if loc in origins:
+        name += f" (from {origins[loc]})"
+    return _problem(name, text)  # no name: a whole-config rule whose text names the keys

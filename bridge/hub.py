@@ -1,0 +1,239 @@
+"""Local fan-out: broker messages to the websocket clients of this process.
+
+The hub is the broker's message handler. For each message it looks up the channel's clients and
+appends the frame to each client's :class:`ClientLink`, a buffer bounded in bytes. The frame is
+decoded to text once per message and that one ``str`` is shared by every client: nothing is
+re-encoded per client. Each link is drained by exactly one writer task (:meth:`ClientLink.run`),
+owned by the connection that owns the link; there is no task per message.
+
+Backpressure cannot work for fan-out, so a client whose buffer would overflow is closed with
+:data:`~bridge.downstream.protocol.SLOW_CONSUMER` and the others are unaffected.
+
+Broker subscriptions are reference-counted per channel: the first client of a channel subscribes
+the broker, the last one to leave unsubscribes it. Broker calls are serialized by one lock and
+recompute the wanted state under it, so interleaved subscribes and unsubscribes cannot leave the
+broker out of step with the clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Awaitable, Callable, Iterable
+
+from bridge.brokers.base import Broker, BrokerError
+from bridge.redact import redact
+
+log = logging.getLogger(__name__)
+
+SLOW_CONSUMER = 4008  # same value as bridge.downstream.protocol.SLOW_CONSUMER
+PEER_GONE = 1006  # close() code meaning "the peer is gone, send no close frame"
+
+
+class ClientLink:
+    """One client's outgoing buffer: frames, their byte count, and a wake-up for its writer."""
+
+    __slots__ = ("max_bytes", "queued_bytes", "close_code", "_frames", "_wake", "_done")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        #: Set once, by the first :meth:`close`; the writer stops and the owner closes with it.
+        self.close_code: int | None = None
+        self._frames: deque[tuple[str, int]] = deque()
+        self._wake = asyncio.Event()
+        self._done = asyncio.Event()
+
+    def put(self, frame: str, size: int | None = None) -> bool:
+        """Queue ``frame`` (``size`` its UTF-8 length when known). Never blocks.
+
+        Returns False, and closes the link with 4008, when the frame would overflow the buffer.
+        Frames put after :meth:`close` are dropped (and True is returned: nothing to report).
+        """
+        if self.close_code is not None:
+            return True
+        if size is None:
+            size = len(frame.encode())
+        if self.queued_bytes + size > self.max_bytes:
+            self.close(SLOW_CONSUMER)
+            return False
+        self._frames.append((frame, size))
+        self.queued_bytes += size
+        self._wake.set()
+        return True
+
+    def close(self, code: int) -> None:
+        """Ask the writer to stop; the first code wins. Pending frames are dropped."""
+        if self.close_code is None:
+            self.close_code = code
+            self._frames.clear()
+            self.queued_bytes = 0
+            self._wake.set()
+
+    async def run(self, send: Callable[[str], Awaitable[None]], send_timeout: float) -> int:
+        """Drain frames through ``send`` until :meth:`close`; return the close code.
+
+        A single send blocked longer than ``send_timeout`` (the peer stopped reading and the
+        socket buffers are full) closes the link with 4008. Exceptions from ``send`` propagate.
+        """
+        while True:
+            while self._frames and self.close_code is None:
+                frame, size = self._frames[0]
+                try:
+                    async with asyncio.timeout(send_timeout):
+                        await send(frame)
+                except TimeoutError:
+                    self.close(SLOW_CONSUMER)
+                    break
+                if self.close_code is not None:
+                    break
+                self._frames.popleft()
+                self.queued_bytes -= size
+            if self.close_code is not None:
+                return self.close_code
+            self._wake.clear()
+            # Woken by put() or close(); the owner cancels this task when the connection ends.
+            await self._wake.wait()
+
+    def finished(self) -> None:
+        """Called by the owner once the connection is fully closed."""
+        self._done.set()
+
+    async def wait_finished(self) -> None:
+        await self._done.wait()
+
+
+class Hub:
+    """Fan-out of broker messages to :class:`ClientLink` buffers. See the module docstring."""
+
+    def __init__(
+        self, broker: Broker, *, client_queue_bytes: int = 1 << 20, broker_timeout: float = 10.0
+    ) -> None:
+        self.broker = broker
+        self.client_queue_bytes = client_queue_bytes
+        self._broker_timeout = broker_timeout
+        self._links: set[ClientLink] = set()
+        self._channels: dict[str, set[ClientLink]] = {}
+        self._by_link: dict[ClientLink, set[str]] = {}
+        self._broker_channels: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._frames_out = 0
+        self._slow_consumers = 0
+        broker.set_handler(self.on_message)
+
+    def attach(self) -> ClientLink:
+        """A new link, known to :meth:`close_all` until :meth:`remove`."""
+        link = ClientLink(self.client_queue_bytes)
+        self._links.add(link)
+        self._by_link[link] = set()
+        return link
+
+    def on_message(self, channel: str, offset: str, frame: bytes) -> None:
+        """Broker handler: queue ``frame`` for every client of ``channel``. Never blocks."""
+        links = self._channels.get(channel)
+        if not links:
+            return
+        text = frame.decode()
+        size = len(frame)
+        for link in links:
+            if link.close_code is not None:
+                continue
+            if link.put(text, size):
+                self._frames_out += 1
+            else:
+                self._slow_consumers += 1
+                log.info("client closed as slow consumer on %s", channel)
+
+    async def subscribe(self, client: ClientLink, channel: str) -> None:
+        """Deliver ``channel`` to ``client``. Raises :class:`BrokerError` (nothing changed)."""
+        await self.subscribe_many(client, (channel,))
+
+    async def subscribe_many(self, client: ClientLink, channels: Iterable[str]) -> None:
+        """Deliver all ``channels`` to ``client``, all or none.
+
+        The broker is subscribed first; the client joins every channel at once, without
+        yielding, after that. So nothing of these channels reaches the client before this
+        returns, and a reply queued right after the call precedes their first event.
+        """
+        wanted = [c for c in channels if c not in self._by_link.get(client, ())]
+        try:
+            async with asyncio.timeout(self._broker_timeout), self._lock:
+                for channel in wanted:
+                    if channel not in self._broker_channels:
+                        await self.broker.subscribe(channel)
+                        self._broker_channels.add(channel)
+        except (BrokerError, TimeoutError) as exc:
+            await self._release(wanted)  # those subscribed before the failure, if nobody reads
+            if isinstance(exc, TimeoutError):
+                raise BrokerError("broker did not answer the subscribe in time") from None
+            raise
+        if client not in self._by_link:
+            return  # removed while waiting for the broker
+        for channel in wanted:
+            self._channels.setdefault(channel, set()).add(client)
+            self._by_link[client].add(channel)
+
+    async def unsubscribe(self, client: ClientLink, channel: str) -> None:
+        """Stop delivering ``channel`` to ``client`` (at once; the broker follows). Idempotent."""
+        await self.unsubscribe_many(client, (channel,))
+
+    async def unsubscribe_many(self, client: ClientLink, channels: Iterable[str]) -> None:
+        mine = self._by_link.get(client, set())
+        dropped = [c for c in channels if c in mine]
+        for channel in dropped:
+            mine.discard(channel)
+            self._leave(client, channel)
+        await self._release(dropped)
+
+    async def remove(self, client: ClientLink) -> None:
+        """Forget ``client`` and all its channels (at once; the broker follows)."""
+        self._links.discard(client)
+        channels = self._by_link.pop(client, set())
+        for channel in channels:
+            self._leave(client, channel)
+        await self._release(channels)
+
+    def _leave(self, client: ClientLink, channel: str) -> None:
+        links = self._channels.get(channel)
+        if links is not None:
+            links.discard(client)
+            if not links:
+                del self._channels[channel]
+
+    async def _release(self, channels: Iterable[str]) -> None:
+        candidates = [c for c in channels if c not in self._channels]
+        if not candidates:
+            return
+        try:
+            async with asyncio.timeout(self._broker_timeout), self._lock:
+                for channel in candidates:
+                    # Re-checked under the lock: a client may have joined meanwhile.
+                    if channel in self._broker_channels and channel not in self._channels:
+                        self._broker_channels.discard(channel)
+                        await self.broker.unsubscribe(channel)
+        except (BrokerError, TimeoutError) as exc:
+            # A stale broker subscription is harmless: on_message drops channels nobody reads.
+            log.warning("broker unsubscribe failed: %s", redact(str(exc) or type(exc).__name__))
+
+    async def close_all(self, code: int = 1012, timeout: float = 5.0) -> None:
+        """Close every client with ``code`` and wait (up to ``timeout``) until they are gone."""
+        links = list(self._links)
+        for link in links:
+            link.close(code)
+        try:
+            async with asyncio.timeout(timeout):
+                for link in links:
+                    await link.wait_finished()
+        except TimeoutError:
+            log.warning("%d client(s) still closing after %.1fs", len(self._links), timeout)
+
+    def stats(self) -> dict[str, int]:
+        """``clients`` attached, ``channels`` with clients, ``frames_out`` frames queued to
+        clients, ``slow_consumers`` clients closed for overflowing their buffer."""
+        return {
+            "clients": len(self._links),
+            "channels": len(self._channels),
+            "frames_out": self._frames_out,
+            "slow_consumers": self._slow_consumers,
+        }

@@ -1,0 +1,109 @@
+"""From normalized events to the broker: de-duplicate, route to channels, publish in order.
+
+Upstream readers hand events over with :meth:`Pipeline.submit`, which never blocks: a bounded
+queue sits between them and the single publisher task, so a slow broker can never stall an
+upstream socket (Kazoo silently drops events for sockets that do not read promptly). When the
+queue is full the event is counted and logged, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+
+from bridge import channels
+from bridge.brokers.base import Broker, BrokerError
+from bridge.events import Event, EventType
+
+log = logging.getLogger("bridge.pipeline")
+
+
+def channels_for(event: Event) -> list[str]:
+    """The channels an event is published on (documented in docs/events.md)."""
+    if event.type == EventType.SYSTEM:
+        return [channels.system(event.tenant)]
+    out = [channels.tenant_calls(event.tenant)]
+    if event.extension:
+        out.append(channels.extension_calls(event.tenant, event.extension))
+    return out
+
+
+class SeenIds:
+    """A bounded set of recent event ids: remembers the newest ``size`` ids."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, event_id: str) -> bool:
+        """Record ``event_id``; False when it was already there (a duplicate)."""
+        if event_id in self._ids:
+            self._ids.move_to_end(event_id)
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        return True
+
+
+class Pipeline:
+    def __init__(self, broker: Broker, *, queue_size: int = 10_000,
+                 dedup_size: int = 65_536, retry_delay: float = 1.0) -> None:
+        self._broker = broker
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
+        self._seen = SeenIds(dedup_size)
+        self._retry_delay = retry_delay
+        self.counts = {"submitted": 0, "duplicates": 0, "overflow": 0, "published": 0,
+                       "publish_errors": 0}
+        self._last_overflow_log = 0.0
+
+    def submit(self, event: Event) -> bool:
+        """Queue ``event`` for publishing; False when it was a duplicate or the queue is full."""
+        if not self._seen.add(event.id):
+            self.counts["duplicates"] += 1
+            return False
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.counts["overflow"] += 1
+            now = time.monotonic()
+            if now - self._last_overflow_log > 5:
+                self._last_overflow_log = now
+                log.error("publish queue full (%d): events are being dropped (%d so far)",
+                          self._queue.maxsize, self.counts["overflow"])
+            return False
+        self.counts["submitted"] += 1
+        return True
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        """Publish queued events, in order, until cancelled."""
+        while True:
+            event = await self._queue.get()
+            data = event.to_json()
+            targets = channels_for(event)
+            while True:
+                try:
+                    await self._broker.publish(targets, data)
+                    self.counts["published"] += 1
+                    break
+                except BrokerError as exc:
+                    # Keep the event and keep order; the queue absorbs upstream meanwhile.
+                    self.counts["publish_errors"] += 1
+                    log.warning("publish failed, retrying in %.1fs: %s", self._retry_delay, exc)
+                    await asyncio.sleep(self._retry_delay)
+            self._queue.task_done()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every queued event is published; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._queue.join()
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,190 @@
+"""The running bridge: broker, hub, pipeline, token managers and upstream streams, owned together.
+
+``async with Service(config) as service:`` starts everything and, on exit, stops it in the
+reverse order: upstream streams first (no new events), then the pipeline is drained into the
+broker within a deadline, then clients are closed with 1012, then the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+
+from bridge.brokers import Broker, BrokerError, from_url
+from bridge.config import AntBuddyAccount, Config
+from bridge.events import Event, EventType
+from bridge.hub import Hub
+from bridge.normalize import normalize_kazoo
+from bridge.pipeline import Pipeline
+from bridge.redact import redact, register
+from bridge.tokens import TokenManager
+from bridge.upstream.stream import State, StreamSettings, UpstreamStream
+
+log = logging.getLogger("bridge.service")
+
+
+def system_notice(tenant: str, account: str, kind: str, message: str, stream: str) -> Event:
+    """A ``system.notice`` event about one upstream link, published on ``system:<tenant>``."""
+    now = time.time()
+    digest = hashlib.sha256(f"{tenant}|{account}|{kind}|{now!r}".encode()).hexdigest()[:26]
+    occurred = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return Event(
+        id=f"sys-{digest}", type=EventType.SYSTEM, provider="callbridge", tenant=tenant,
+        account=account, occurred_at=occurred,
+        detail={"kind": kind, "stream": stream, "message": redact(message)},
+    )
+
+
+class Service:
+    def __init__(self, config: Config, *, broker: Broker | None = None) -> None:
+        self.config = config
+        _register_secrets(config)
+        self.broker = broker or from_url(
+            config.broker.url,
+            **({} if config.broker.url.startswith("memory:")
+               else {"prefix": config.broker.prefix}),
+            history_length=config.broker.history_length,
+        )
+        self.hub = Hub(self.broker, client_queue_bytes=config.server.client_queue_bytes)
+        self.pipeline = Pipeline(self.broker)
+        self.streams: list[UpstreamStream] = []
+        self._tokens: dict[tuple[str, str, str | None], TokenManager] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = AsyncExitStack()
+        self.started_at = time.time()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> "Service":
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        up = self.config.upstream
+        http = httpx.AsyncClient(timeout=up.request_timeout, trust_env=False,
+                                 headers={"user-agent": "callbridge"})
+        self._stack.push_async_callback(http.aclose)
+        self._http = http
+        self.broker.set_handler(self.hub.on_message)
+        await self.broker.start()
+        self._stack.push_async_callback(self.broker.close)
+        self._spawn(self.pipeline.run(), "pipeline")
+        for account in self.config.antbuddy:
+            self._add_stream(account)
+        log.info("callbridge started: broker %s, %d upstream stream(s)",
+                 self.broker.display_url, len(self.streams))
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def _token_manager(self, account: AntBuddyAccount) -> TokenManager:
+        # Streams sharing credentials share one token (and one refresh schedule).
+        key = (account.oapi_url, account.app_id, account.sip_user)
+        manager = self._tokens.get(key)
+        if manager is None:
+            up = self.config.upstream
+            manager = self._tokens[key] = TokenManager(
+                oapi_url=account.oapi_url, app_id=account.app_id,
+                app_secret=account.app_secret.get_secret_value(), http=self._http,
+                sip_user=account.sip_user,
+                sip_password=account.sip_password.get_secret_value()
+                if account.sip_password else None,
+                margin=up.refresh_margin, jitter=up.refresh_jitter,
+                request_timeout=up.request_timeout, default_lifetime=up.default_lifetime,
+                retry_initial=up.reconnect_initial, retry_max=up.reconnect_max,
+                unavailable_after=up.token_unavailable_after,
+            )
+        return manager
+
+    def _add_stream(self, account: AntBuddyAccount) -> None:
+        up = self.config.upstream
+        settings = StreamSettings(
+            tenant=account.tenant, account_id=account.account_id, ws_url=account.ws_url,
+            dialect=account.dialect, bindings=tuple(account.bindings),
+            reconnect_initial=up.reconnect_initial, reconnect_max=up.reconnect_max,
+            auth_retry=up.auth_retry, connect_timeout=up.connect_timeout,
+        )
+        tenant, acct, raw = account.tenant, account.account_id, account.raw_payload
+        pipeline = self.pipeline
+
+        def on_call(name: str, payload: dict) -> None:
+            try:
+                event = normalize_kazoo(name, payload, tenant=tenant, account=acct,
+                                        include_raw=raw, received_at=time.time())
+            except ValueError as exc:
+                log.warning("%s: event %r not normalized: %s", settings.name, name, exc)
+                return
+            pipeline.submit(event)
+
+        def on_notice(stream: str, kind: str, message: str) -> None:
+            pipeline.submit(system_notice(tenant, acct, kind, message, stream))
+
+        stream = UpstreamStream(settings, self._token_manager(account), self._http,
+                                on_call=on_call, on_notice=on_notice)
+        self.streams.append(stream)
+        self._spawn(stream.run(), f"stream {settings.name}")
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        streams = [t for t in self._tasks if t.get_name().startswith("stream ")]
+        await _cancel(streams)
+        if not await self.pipeline.drain(drain_timeout):
+            log.error("shutdown: %d event(s) not published within %.0fs",
+                      self.pipeline.pending, drain_timeout)
+        await self.hub.close_all(1012)
+        await _cancel(self._tasks)
+        self._tasks.clear()
+        await self._stack.aclose()
+
+    # -- health --------------------------------------------------------------------------------
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        broker_ok, broker_error = True, None
+        try:
+            async with asyncio.timeout(2):
+                await self.broker.ping()
+        except (BrokerError, TimeoutError) as exc:
+            broker_ok, broker_error = False, redact(str(exc) or "timeout")
+        streams = [s.snapshot() for s in self.streams]
+        ready = broker_ok and all(s.status.state is State.SUBSCRIBED for s in self.streams)
+        body = {
+            "ready": ready,
+            "broker": {"url": self.broker.display_url, "ok": broker_ok, "error": broker_error},
+            "streams": streams,
+            "pipeline": {**self.pipeline.counts, "pending": self.pipeline.pending},
+            "clients": self.hub.stats(),
+        }
+        return ready, body
+
+
+def _register_secrets(config: Config) -> None:
+    # load_config registers these too; a Config built in code (demo, tests) must not leak either.
+    register(config.auth.jwt_secret.get_secret_value())
+    for account in config.antbuddy:
+        register(account.app_secret.get_secret_value())
+        if account.sip_password is not None:
+            register(account.sip_password.get_secret_value())
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("task %s ended with an error", task.get_name())

@@ -1,0 +1,134 @@
+"""The AntBuddy simulator: oapi tokens, the call-signal websocket in three dialects, call traffic.
+
+One Starlette app on one port serves everything, as the real upstream does across its hosts:
+
+- ``POST /oapi/v1/voice/auth_token`` (hash-checked tokens with a configurable lifetime and
+  ``expire`` format),
+- the signal websocket in each enabled dialect (``/socket.io/1/...``, ``/socket.io/?EIO=4``,
+  ``/`` for Kazoo JSON),
+- control endpoints for demos and tests: ``GET /_sim/stats``, ``POST /_sim/drop``
+  (drop every signal connection, or one account's with ``?account_id=``), and
+  ``POST /_sim/rate?calls_per_second=N``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bridge.simulator.hub import SignalHub
+from bridge.simulator.oapi import oapi_routes
+from bridge.simulator.tokens import TokenStore
+from bridge.simulator.traffic import Traffic
+
+ALL_DIALECTS = ("socketio-0.9", "kazoo-json", "engineio-4")
+
+
+@dataclass
+class SimulatorSettings:
+    #: app id -> app secret
+    apps: dict[str, str] = field(default_factory=lambda: {"demo-app": "demo-secret-0123456789"})
+    accounts: list[str] = field(default_factory=lambda: ["acct-demo"])
+    extensions: list[str] = field(default_factory=lambda: [str(n) for n in range(1001, 1011)])
+    calls_per_second: float = 1.0
+    token_lifetime: float = 3600.0
+    expire_format: str = "ttl"
+    dialects: tuple[str, ...] = ALL_DIALECTS
+    expiry_policy: str = "subscribe"
+    heartbeat_interval: float = 10.0
+    time_scale: float = 1.0
+    seed: int | None = None
+    #: Start generating calls at once; otherwise only when a rate is set through the control API.
+    traffic: bool = True
+    #: Keep a journal of every signal generated (bounded), for end-to-end accounting in tests.
+    journal_size: int = 0
+
+
+class Simulator:
+    def __init__(self, settings: SimulatorSettings | None = None) -> None:
+        self.settings = s = settings or SimulatorSettings()
+        self.tokens = TokenStore(dict(s.apps), lifetime=s.token_lifetime,
+                                 expire_format=s.expire_format)
+        self.hub = SignalHub(self.tokens, dialects=s.dialects, expiry_policy=s.expiry_policy,
+                             heartbeat_interval=s.heartbeat_interval)
+        self.journal: deque[tuple[str, str, str, str]] = deque(maxlen=s.journal_size or 1)
+        self.traffic = Traffic(self._emit, accounts=list(s.accounts),
+                               extensions=list(s.extensions),
+                               calls_per_second=s.calls_per_second,
+                               time_scale=s.time_scale, seed=s.seed)
+        self._traffic_task: asyncio.Task[None] | None = None
+
+    def _emit(self, account_id: str, name: str, payload: dict) -> int:
+        if self.settings.journal_size:
+            self.journal.append((account_id, name, str(payload.get("Call-ID")),
+                                 str(payload.get("Msg-ID"))))
+        return self.hub.emit(account_id, name, payload)
+
+    def start_traffic(self, calls_per_second: float | None = None) -> None:
+        if calls_per_second is not None:
+            self.traffic.calls_per_second = calls_per_second
+        if self._traffic_task is None or self._traffic_task.done():
+            self._traffic_task = asyncio.create_task(self.traffic.run(), name="sim-traffic")
+
+    async def stop_traffic(self) -> None:
+        task, self._traffic_task = self._traffic_task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    def stats(self) -> dict[str, object]:
+        return {"hub": self.hub.stats(), "traffic": self.traffic.stats(),
+                "token_requests": self.tokens.requests}
+
+    def build_app(self) -> Starlette:
+        async def stats(request: Request) -> Response:
+            return JSONResponse(self.stats())
+
+        async def drop(request: Request) -> Response:
+            dropped = await self.hub.drop(request.query_params.get("account_id"))
+            return JSONResponse({"dropped": dropped})
+
+        async def rate(request: Request) -> Response:
+            try:
+                value = float(request.query_params["calls_per_second"])
+                if not 0 <= value <= 10_000:
+                    raise ValueError
+            except (KeyError, ValueError):
+                return JSONResponse({"error": "calls_per_second: a number in 0..10000"}, 400)
+            if value == 0:
+                await self.stop_traffic()
+            else:
+                self.start_traffic(value)
+            return JSONResponse({"calls_per_second": value})
+
+        @asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            if self.settings.traffic:
+                self.start_traffic()
+            try:
+                yield
+            finally:
+                await self.stop_traffic()
+                await self.hub.close()
+
+        return Starlette(
+            routes=[
+                *oapi_routes(self.tokens),
+                Route("/_sim/stats", stats),
+                Route("/_sim/drop", drop, methods=["POST"]),
+                Route("/_sim/rate", rate, methods=["POST"]),
+                *self.hub.routes(),
+            ],
+            lifespan=lifespan,
+        )

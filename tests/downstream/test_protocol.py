@@ -1,0 +1,106 @@
+"""bridge.downstream.protocol: pure parsing and encoding, no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from bridge.downstream import protocol as p
+
+
+def test_parse_each_client_message() -> None:
+    assert p.parse('{"type":"auth","token":"abc.def.ghi"}') == p.Auth("abc.def.ghi")
+    assert p.parse(b'{"type":"subscribe","id":"s1","channels":["calls:acme:1001","calls:acme"]}') \
+        == p.Subscribe("s1", ("calls:acme:1001", "calls:acme"))
+    assert p.parse('{"type":"unsubscribe","id":7,"channels":["system:acme"]}') \
+        == p.Unsubscribe(7, ("system:acme",))
+    assert p.parse('{"type":"ping"}') == p.Ping(None)
+    assert p.parse('{"type":"ping","id":"x"}') == p.Ping("x")
+
+
+def test_duplicate_channels_are_collapsed_in_order() -> None:
+    msg = p.parse('{"type":"subscribe","channels":["b:1","a:1","b:1"]}')
+    assert msg == p.Subscribe(None, ("b:1", "a:1"))
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", p.E_MALFORMED),
+        ("", p.E_MALFORMED),
+        ("[1,2]", p.E_MALFORMED),
+        ('"ping"', p.E_MALFORMED),
+        ('{"type":"shout"}', p.E_UNKNOWN_TYPE),
+        ('{"id":1}', p.E_BAD_REQUEST),
+        ('{"type":3}', p.E_BAD_REQUEST),
+        ('{"type":"auth"}', p.E_BAD_REQUEST),
+        ('{"type":"auth","token":""}', p.E_BAD_REQUEST),
+        ('{"type":"subscribe"}', p.E_BAD_REQUEST),
+        ('{"type":"subscribe","channels":[]}', p.E_BAD_REQUEST),
+        ('{"type":"subscribe","channels":"calls:acme"}', p.E_BAD_REQUEST),
+        ('{"type":"subscribe","channels":[1]}', p.E_BAD_REQUEST),
+        ('{"type":"subscribe","channels":["calls:acme:*"]}', p.E_BAD_CHANNEL),
+        ('{"type":"subscribe","channels":["calls::x"]}', p.E_BAD_CHANNEL),
+        ('{"type":"unsubscribe","channels":["calls acme"]}', p.E_BAD_CHANNEL),
+        ('{"type":"ping","id":true}', p.E_BAD_REQUEST),
+        ('{"type":"ping","id":1.5}', p.E_BAD_REQUEST),
+        ('{"type":"ping","id":{"a":1}}', p.E_BAD_REQUEST),
+        ('{"type":"ping","id":"' + "x" * 65 + '"}', p.E_BAD_REQUEST),
+        ('{"type":"ping","id":9007199254740993}', p.E_BAD_REQUEST),
+    ],
+)
+def test_refused_messages(frame: str, code: str) -> None:
+    error = p.parse(frame)
+    assert isinstance(error, p.ProtocolError)
+    assert error.code == code
+    assert error.message
+
+
+def test_error_keeps_the_client_id_when_readable() -> None:
+    error = p.parse('{"type":"subscribe","id":"s9","channels":["bad channel"]}')
+    assert isinstance(error, p.ProtocolError) and error.id == "s9"
+    unknown = p.parse('{"type":"nope","id":4}')
+    assert isinstance(unknown, p.ProtocolError) and unknown.id == 4
+
+
+def test_error_message_does_not_echo_long_input() -> None:
+    junk = "Z" * 5000
+    error = p.parse('{"type":"' + junk + '"}')
+    assert isinstance(error, p.ProtocolError)
+    assert len(error.message) < 100
+
+
+def decode(frame: str) -> dict[str, Any]:
+    obj = orjson.loads(frame)
+    assert isinstance(obj, dict)
+    return obj
+
+
+def test_encoders_produce_the_documented_shapes() -> None:
+    assert decode(p.encode_welcome(sub="crm", expires_at=1.5e9, session="s", heartbeat=25)) == {
+        "type": "welcome", "sub": "crm", "expires_at": 1.5e9, "session": "s", "heartbeat": 25}
+    assert decode(p.encode_subscribed("a", ("x:1", "x:2"))) == {
+        "type": "subscribed", "id": "a", "channels": ["x:1", "x:2"]}
+    assert decode(p.encode_unsubscribed(None, ["x:1"])) == {
+        "type": "unsubscribed", "id": None, "channels": ["x:1"]}
+    assert decode(p.encode_pong(3)) == {"type": "pong", "id": 3}
+    assert decode(p.encode_error(p.ProtocolError("forbidden", "no", "q"))) == {
+        "type": "error", "id": "q", "code": "forbidden", "message": "no"}
+    beat = decode(p.encode_heartbeat(1234.56789))
+    assert beat["type"] == "heartbeat" and abs(beat["ts"] - 1234.56789) < 0.001
+
+
+def test_close_codes_are_distinct_and_grouped() -> None:
+    codes = [p.NORMAL, p.GOING_AWAY, p.POLICY_VIOLATION, p.MESSAGE_TOO_BIG, p.INTERNAL_ERROR,
+             p.SERVICE_RESTART, p.PROTOCOL_ERROR, p.AUTH_FAILED, p.AUTH_TIMEOUT,
+             p.TOKEN_EXPIRED, p.SLOW_CONSUMER]
+    assert len(set(codes)) == len(codes)
+    assert all(1000 <= c < 1016 or 4000 <= c < 5000 for c in codes)
+    assert p.reconnect_advice(p.SERVICE_RESTART) == "now"
+    assert p.reconnect_advice(p.GOING_AWAY) == "now"
+    assert p.reconnect_advice(p.AUTH_FAILED) == "new_token"
+    assert p.reconnect_advice(p.TOKEN_EXPIRED) == "new_token"
+    for code in (p.SLOW_CONSUMER, p.INTERNAL_ERROR, p.AUTH_TIMEOUT, p.PROTOCOL_ERROR, 1006):
+        assert p.reconnect_advice(code) == "backoff"
