@@ -9,7 +9,7 @@ import random
 import statistics
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 import httpx
 import pytest

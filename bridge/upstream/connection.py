@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from bridge.aio import first_of
 from bridge.redact import redact
 from bridge.upstream.dialects.base import (
     AuthFailed,
@@ -122,18 +123,12 @@ class Connection:
     async def _until(self, event: asyncio.Event, timeout: float, what: str) -> None:
         await self._race(event.wait(), timeout, what)
 
-    async def _race(self, aw, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-        waiter = asyncio.ensure_future(aw)
-        failed = asyncio.ensure_future(self._failed.wait())
-        try:
-            done, _ = await asyncio.wait({waiter, failed}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            failed.cancel()
+    async def _race(self, aw: Awaitable[object], timeout: float, what: str) -> None:
+        """Wait for ``aw``; raise the connection's failure if it comes first, or on timeout."""
+        completed, _ = await first_of(timeout, aw, self._failed.wait())
         if self.failure is not None:
             raise self.failure
-        if waiter not in done:
+        if not completed:
             raise ConnectFailed(f"{self.label}: {what} within {timeout:g}s")
 
     # -- running -------------------------------------------------------------------------------

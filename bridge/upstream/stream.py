@@ -19,6 +19,7 @@ from typing import Callable
 
 import httpx
 
+from bridge.aio import first_of
 from bridge.backoff import backoff
 from bridge.tokens import Token, TokenAuthError, TokenManager, TokenUnavailable
 from bridge.upstream.auto import ProbeFailed, probe
@@ -210,7 +211,10 @@ class UpstreamStream:
                 await self._drop(conn)
                 return conn.closed_reason or "closed"
             try:
-                new_token = await self.tokens.refresh()
+                # Streams sharing credentials share a token: another may have renewed it.
+                new_token = await self.tokens.get()
+                if new_token.value == token.value:
+                    new_token = await self.tokens.refresh()
                 new_conn = await self._connect(new_token)
             except (TokenAuthError, TokenUnavailable, ConnectFailed, ProbeFailed) as exc:
                 # The open connection keeps receiving: upstream checks tokens on subscribe.
@@ -236,19 +240,12 @@ class UpstreamStream:
 
         A reconnect request from an admin counts as the connection dying.
         """
-        dead = asyncio.ensure_future(conn.wait_closed())
-        kicked = asyncio.ensure_future(self._reconnect.wait())
-        try:
-            done, _ = await asyncio.wait({dead, kicked}, timeout=seconds,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            dead.cancel()
-            kicked.cancel()
-        if kicked in done:
+        dead, kicked = await first_of(seconds, conn.wait_closed(), self._reconnect.wait())
+        if kicked:
             self._reconnect.clear()
             conn.closed_reason = "reconnect requested"
             return False
-        return not done and conn.alive
+        return not dead and conn.alive
 
     async def _drop(self, conn: Connection) -> None:
         self._connections.discard(conn)

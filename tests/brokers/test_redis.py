@@ -15,7 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.brokers.base import BrokerError
-from bridge.brokers.redis import RedisBroker, display_url, frame_offset
+from bridge.brokers.redis import RedisBroker
+from bridge.brokers.redis_wire import display_url, frame_offset
 from bridge.events import Event, EventType, envelope
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from bridge.redact import MASK, redact
+from bridge.redact import MASK, redact, register
 from bridge.upstream.dialects.base import AuthFailed, CallSignal, Malformed, Signal, UpstreamError
 
 EXCERPT_LENGTH = 80
@@ -34,6 +34,18 @@ def url_for(base_url: str, path: str, *, websocket: bool, query: str = "") -> st
     scheme = schemes[1] if websocket else schemes[0]
     url = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}"
     return f"{url}?{query}" if query else url
+
+
+#: Tokens a codec remembers, to scrub from whatever the server echoes back.
+MAX_TOKENS = 16
+
+
+def remember_token(tokens: dict[str, None], token: str) -> None:
+    """Register ``token`` for redaction and keep it among a codec's newest few."""
+    register(token)
+    tokens[token] = None
+    while len(tokens) > MAX_TOKENS:
+        del tokens[next(iter(tokens))]
 
 
 def dumps(value: Any) -> str:

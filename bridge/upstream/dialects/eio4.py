@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 import orjson
 
-from bridge.redact import register
 from bridge.upstream.dialects import _common
 from bridge.upstream.dialects.base import (
     AuthFailed,
@@ -33,7 +32,6 @@ from bridge.upstream.dialects.base import (
 DEFAULT_DEAD_AFTER = 45.0
 # Socket.IO packet after the Engine.IO "4": type, optional "/nsp,", optional ack id, payload.
 _SOCKET_PACKET = re.compile(r"([0-9])(?:(/[^,]*),)?([0-9]*)(.*)", re.DOTALL)
-_MAX_TOKENS = 16
 
 
 @dataclass
@@ -77,10 +75,7 @@ class EngineIO4Codec(ClientCodec):
         self._out.append("41")
 
     def _send_event(self, name: str, account_id: str, token: str, binding: str) -> None:
-        register(token)
-        self._tokens[token] = None
-        while len(self._tokens) > _MAX_TOKENS:
-            del self._tokens[next(iter(self._tokens))]
+        _common.remember_token(self._tokens, token)
         args = {"account_id": account_id, "auth_token": token, "binding": binding}
         self._out.append("42" + _common.dumps([name, args]))
 

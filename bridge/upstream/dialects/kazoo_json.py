@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 import orjson
 
-from bridge.redact import register
 from bridge.upstream.dialects import _common
 from bridge.upstream.dialects.base import (
     AuthFailed,
@@ -29,7 +28,6 @@ from bridge.upstream.dialects.base import (
 )
 
 _MAX_PENDING = 256  # requests awaiting a reply; pings may go unanswered when disabled upstream
-_MAX_TOKENS = 16
 
 
 @dataclass
@@ -83,10 +81,7 @@ class KazooJsonCodec(ClientCodec):
         request_id = f"{self.request_prefix}{self._next_id}"
         frame: dict[str, Any] = {"action": action, "request_id": request_id}
         if token:
-            register(token)
-            self._tokens[token] = None
-            while len(self._tokens) > _MAX_TOKENS:
-                del self._tokens[next(iter(self._tokens))]
+            _common.remember_token(self._tokens, token)
             frame["auth_token"] = token
         if data is not None:
             frame["data"] = data

@@ -20,7 +20,6 @@ from typing import ClassVar
 
 import orjson
 
-from bridge.redact import register
 from bridge.upstream.dialects import _common
 from bridge.upstream.dialects.base import (
     ClientCodec,
@@ -38,7 +37,6 @@ _LENGTH = re.compile(r"[0-9]{1,9}")
 _SID = re.compile(r"[A-Za-z0-9_.~+=-]{1,128}")
 _ERROR_REASONS = ("transport not supported", "client not handshaken", "unauthorized")
 _ERROR_ADVICE = ("reconnect",)
-_MAX_TOKENS = 16
 
 
 @dataclass
@@ -109,10 +107,7 @@ class SocketIO09Codec(ClientCodec):
         self._out.append("0::")
 
     def _send_event(self, name: str, account_id: str, token: str, binding: str) -> None:
-        register(token)
-        self._tokens[token] = None
-        while len(self._tokens) > _MAX_TOKENS:
-            del self._tokens[next(iter(self._tokens))]
+        _common.remember_token(self._tokens, token)
         args = [{"account_id": account_id, "auth_token": token, "binding": binding}]
         self._out.append("5:::" + _common.dumps({"name": name, "args": args}))
 
