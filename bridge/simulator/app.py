@@ -8,7 +8,8 @@ One Starlette app on one port serves everything, as the real upstream does acros
   ``/`` for Kazoo JSON),
 - control endpoints for demos and tests: ``GET /_sim/stats``, ``POST /_sim/drop``
   (drop every signal connection, or one account's with ``?account_id=``), and
-  ``POST /_sim/rate?calls_per_second=N``.
+  ``POST /_sim/rate?calls_per_second=N``, and ``POST /_sim/inject`` (the request body sent
+  as one raw frame to every signal connection, or one account's: fault injection).
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ class Simulator:
             dropped = await self.hub.drop(request.query_params.get("account_id"))
             return JSONResponse({"dropped": dropped})
 
+        async def inject(request: Request) -> Response:
+            frame = (await request.body()).decode("utf-8", "replace")
+            sent = self.hub.inject(frame, request.query_params.get("account_id"))
+            return JSONResponse({"sent": sent})
+
         async def rate(request: Request) -> Response:
             try:
                 value = float(request.query_params["calls_per_second"])
@@ -128,6 +134,7 @@ class Simulator:
                 Route("/_sim/stats", stats),
                 Route("/_sim/drop", drop, methods=["POST"]),
                 Route("/_sim/rate", rate, methods=["POST"]),
+                Route("/_sim/inject", inject, methods=["POST"]),
                 *self.hub.routes(),
             ],
             lifespan=lifespan,

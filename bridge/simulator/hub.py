@@ -86,7 +86,6 @@ class SignalHub:
         self._closed = False
         self._counts = {"subscribes_ok": 0, "auth_failures": 0, "dropped_frames": 0}
 
-
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
         if wire.SIO09 in self.dialects:
@@ -118,6 +117,12 @@ class SignalHub:
             delivered += self._enqueue(conn, frames[key])
         return delivered
 
+    def inject(self, frame: str, account_id: str | None = None) -> int:
+        """Queue a raw ``frame`` (garbage included) to every socket subscribed for
+        ``account_id``, or to every socket when None; returns how many. For fault injection."""
+        return sum(self._enqueue(c, frame) for c in list(self._conns)
+                   if account_id is None or any(acc == account_id for acc, _ in c.subs))
+
     async def drop(self, account_id: str | None = None) -> int:
         """Close (code 1011, no goodbye packet) every socket subscribed for ``account_id``,
         or every socket when None; returns how many. Clients see an unexpected close."""
@@ -135,7 +140,6 @@ class SignalHub:
     def stats(self) -> dict[str, int]:
         return {"connections": len(self._conns),
                 "subscriptions": sum(len(c.subs) for c in self._conns), **self._counts}
-
 
     async def _sio09_handshake(self, request: Request) -> Response:
         if self._closed:

@@ -122,3 +122,38 @@ async def test_auto_picks_the_dialect_the_server_speaks(dialect, start_simulator
     service, bridge = await start_bridge(bridge_config(sim, dialect="auto"))
     body = await wait_ready(bridge)
     assert body["streams"][0]["dialect"] == dialect
+
+
+GARBAGE = {
+    "socketio-0.9": ["5:::{not json", "\ufffd99\ufffd5:::{}", "9::", "5:::{\"name\":7}"],
+    "kazoo-json": ["{not json", "[1,2]", '{"action":"event","data":"x"}', ""],
+    "engineio-4": ["42[oops", "4", "42{\"a\":1}", "x"],
+}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_malformed_frames_are_skipped_and_the_stream_survives(
+        dialect, start_simulator, start_bridge, caplog):
+    caplog.set_level(logging.WARNING, logger="bridge.upstream")
+    simulator, sim = await start_simulator(
+        dialects=(dialect,), calls_per_second=5.0, time_scale=0.2, seed=13,
+        journal_size=10_000)
+    service, bridge = await start_bridge(bridge_config(sim, dialect=dialect))
+    await wait_ready(bridge)
+    async with watch(bridge, [f"calls:{TENANT}"]) as watcher:
+        simulator.start_traffic()
+        await eventually(lambda: len(watcher.events) >= 5, 10, "traffic before the garbage")
+        async with httpx.AsyncClient(trust_env=False) as http:
+            for frame in GARBAGE[dialect]:
+                sent = (await http.post(f"{sim.url}/_sim/inject", content=frame)).json()["sent"]
+                assert sent == 1
+        before = len(watcher.events)
+        await eventually(lambda: len(watcher.events) >= before + 10, 10,
+                         "traffic after the garbage")
+        await simulator.stop_traffic()
+        expected = journal_keys(simulator)
+        await eventually(lambda: set(keys_of(watcher.events)) >= expected, 10,
+                         "every generated signal to arrive")
+    assert service.streams[0].status.reconnects == 0
+    assert service.streams[0].snapshot()["state"] == "subscribed"
+    assert sum("malformed frame skipped" in r.getMessage() for r in caplog.records) >= 3
