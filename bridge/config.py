@@ -65,12 +65,27 @@ class ServerConfig(_Section):
     auth_timeout: float = Field(5.0, gt=0)
     ping_interval: float = Field(20.0, gt=0)
     client_queue_bytes: int = Field(1_048_576, ge=1024)
+    max_channels: int = Field(100, ge=1)
+    max_connections_per_ip: int = Field(100, ge=1)
+    #: Origins allowed to open /ws (exact "scheme://host[:port]"); empty: any origin.
+    allowed_origins: list[str] = Field(default_factory=list)
+    send_timeout: float = Field(30.0, gt=0)
+    #: Seconds to wait for open connections to close on shutdown.
+    shutdown_timeout: float = Field(10.0, gt=0)
 
 
 class BrokerConfig(_Section):
     url: str = "memory://"
     prefix: str = Field("callbridge:", max_length=100)
     history_length: int = Field(1000, ge=0)
+    #: Seconds of history a resuming client may ask for; 0: no age limit.
+    history_max_age: float = Field(86400.0, ge=0)
+    #: Seconds an event id is remembered to drop duplicates across instances.
+    dedup_window: float = Field(600.0, gt=0)
+    #: Seconds between liveness probes of the broker's subscription connection.
+    probe_interval: float = Field(5.0, gt=0)
+    #: Events kept while the broker is unreachable; beyond it they are counted and dropped.
+    buffer_events: int = Field(10_000, ge=1)
 
     @field_validator("url")
     @classmethod
@@ -96,6 +111,8 @@ class BrokerConfig(_Section):
 class AuthConfig(_Section):
     jwt_secret: SecretStr
     leeway: float = Field(5.0, ge=0)
+    #: Seconds a connection may outlive its token's expiry before it is closed (renew in time).
+    expiry_grace: float = Field(10.0, ge=0)
 
     _length = field_validator("jwt_secret")(lambda v: _min_secret(v, 32))
 
@@ -125,6 +142,15 @@ class UpstreamConfig(_Section):
         if self.reconnect_max < self.reconnect_initial:
             raise ValueError("reconnect_max must be >= reconnect_initial")
         return self
+
+
+class LeaseConfig(_Section):
+    """Upstream stream ownership across instances (Redis brokers only)."""
+
+    #: Seconds a lease lives without renewal: the longest a dead instance keeps its streams.
+    ttl: float = Field(10.0, gt=0)
+    #: Name of this instance in leases and logs; empty: hostname and process id.
+    instance_id: str = Field("", max_length=100)
 
 
 class AntBuddyAccount(_Section):
@@ -164,6 +190,7 @@ class Config(_Section):
     auth: AuthConfig
     logging: LoggingConfig = LoggingConfig()
     upstream: UpstreamConfig = UpstreamConfig()
+    lease: LeaseConfig = LeaseConfig()
     antbuddy: list[AntBuddyAccount] = []
 
     @model_validator(mode="after")

@@ -94,20 +94,19 @@ class Event:
         return orjson.dumps(self.to_dict())
 
 
-def envelope(channel: str, offset: str, event_json: bytes) -> bytes:
+def envelope(channel: str, epoch: str, offset: str, event_json: bytes) -> bytes:
     """The frame a subscriber receives for one event on one channel.
 
-    The same bytes go on Redis pub/sub and to websocket clients, so an event is encoded once per
-    channel, never per client. Channel names and offsets are restricted to characters that need
-    no JSON escaping (see :mod:`bridge.channels`), so plain concatenation is valid JSON. The Redis
-    broker builds the identical frame in its Lua publish script; keep the two in step.
+    ``{"type":"event","channel":C,"epoch":E,"offset":O,"event":{...}}``. The same bytes go on
+    Redis pub/sub and to websocket clients, so an event is encoded once per channel, never per
+    client. Channel names, epochs and offsets are restricted to characters that need no JSON
+    escaping (see :mod:`bridge.channels`, :data:`bridge.brokers.base.EPOCH_RE`), so plain
+    concatenation is valid JSON. The Redis broker builds the identical frame in its Lua publish
+    script; keep the two in step.
     """
-    return (
-        b'{"type":"event","channel":"'
-        + channel.encode()
-        + b'","offset":"'
-        + offset.encode()
-        + b'","event":'
-        + event_json
-        + b"}"
-    )
+    return b"".join((
+        b'{"type":"event","channel":"', channel.encode(),
+        b'","epoch":"', epoch.encode(),
+        b'","offset":"', offset.encode(),
+        b'","event":', event_json, b"}",
+    ))

@@ -89,8 +89,9 @@ class Pipeline:
             targets = channels_for(event)
             while True:
                 try:
-                    await self._broker.publish(targets, data)
-                    self.counts["published"] += 1
+                    offsets = await self._broker.publish(targets, data, event_id=event.id)
+                    # None: another process (or an earlier run) already published this event
+                    self.counts["published" if offsets is not None else "duplicates"] += 1
                     break
                 except BrokerError as exc:
                     # Keep the event and keep order; the queue absorbs upstream meanwhile.

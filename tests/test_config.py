@@ -214,3 +214,16 @@ def test_secret_of_the_wrong_type_is_not_echoed(tmp_path) -> None:
 def test_file_problems_are_named(tmp_path) -> None:
     assert "file not found" in errors(str(tmp_path / "absent.toml"), ENV)
     assert "invalid TOML" in errors(write(tmp_path, "[server\nport = 1\n"), ENV)
+
+
+def test_every_key_is_documented() -> None:
+    from bridge.config import Config
+
+    text = DOCS.read_text()
+    for section, field in Config.model_fields.items():
+        assert f"[{section}]" in text or f"[[{section}]]" in text, section
+        model = field.annotation
+        if section == "antbuddy":
+            from bridge.config import AntBuddyAccount as model  # noqa: N813
+        for key in model.model_fields:  # type: ignore[union-attr]
+            assert f"| `{key}` |" in text, f"{section}.{key} is not documented"

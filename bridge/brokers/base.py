@@ -8,18 +8,54 @@ for every message on a channel this process subscribed, as ``handler(channel, of
 where ``frame`` is :func:`bridge.events.envelope` bytes, ready to send to clients. The handler
 runs on the event loop and must not block or await: the hub copies the frame into bounded
 per-client buffers.
+
+History and resume: every channel has an **epoch**, a short random name created with the
+channel's history. Offsets increase within an epoch. When the history is lost (Redis flushed or
+restarted empty, a ``memory://`` process restarted) the channel gets a new epoch, so a client
+holding an offset of the old epoch is told its gap cannot be filled, rather than being handed a
+silent partial replay (:meth:`Broker.replay`).
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Callable, Sequence
 
 MessageHandler = Callable[[str, str, bytes], None]
+
+#: Epoch names: short, JSON-safe.
+EPOCH_RE = re.compile(r"[A-Za-z0-9]{1,32}")
+#: Offsets: ``<a>-<b>`` (Redis stream ids).
+OFFSET_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 class BrokerError(Exception):
     """The broker could not do what was asked (unreachable, refused)."""
+
+
+class ReplayStatus(StrEnum):
+    #: History covers the gap: ``items`` are what the client missed (possibly nothing).
+    OK = "ok"
+    #: The channel's history was lost since the client's offset (new epoch).
+    EPOCH_CHANGED = "epoch_changed"
+    #: Entries after the client's offset were trimmed (history length exceeded).
+    TRIMMED = "trimmed"
+    #: The client's offset is older than the configured maximum history age.
+    TOO_OLD = "too_old"
+
+
+@dataclass(frozen=True)
+class Replay:
+    status: ReplayStatus
+    #: The channel's current epoch.
+    epoch: str
+    #: ``(offset, frame)`` pairs after the requested offset, oldest first (status OK only).
+    items: list[tuple[str, bytes]] = field(default_factory=list)
+    #: False when more entries follow ``items`` (ask again after the last offset).
+    complete: bool = True
 
 
 class Broker(ABC):
@@ -45,12 +81,18 @@ class Broker(ABC):
         """Stop delivering, release connections. Idempotent."""
 
     @abstractmethod
-    async def publish(self, channels: Sequence[str], event_json: bytes) -> list[str]:
+    async def publish(
+        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
+    ) -> list[str] | None:
         """Append ``event_json`` to each channel's history and publish its envelope.
 
         Returns each channel's new offset, in the order of ``channels``. Offsets increase
-        strictly within a channel and compare as ``(int, int)`` tuples of their two
+        strictly within a channel's epoch and compare as ``(int, int)`` tuples of their two
         dash-separated parts (Redis stream ids: ``<ms>-<seq>``).
+
+        With ``event_id``: when the same id was published within the broker's de-duplication
+        window, by this process or any other sharing the broker, nothing is published and None
+        is returned. Marking the id and publishing are atomic.
         """
 
     @abstractmethod
@@ -62,6 +104,10 @@ class Broker(ABC):
         """Stop delivering ``channel``. Idempotent."""
 
     @abstractmethod
+    async def epoch(self, channel: str) -> str:
+        """The channel's current epoch, created if the channel has none yet."""
+
+    @abstractmethod
     async def history(
         self, channel: str, after: str | None, limit: int
     ) -> list[tuple[str, bytes]]:
@@ -71,8 +117,26 @@ class Broker(ABC):
         """
 
     @abstractmethod
+    async def replay(
+        self, channel: str, *, epoch: str, after: str, limit: int, max_age: float | None = None
+    ) -> Replay:
+        """What a client that last saw ``(epoch, after)`` on ``channel`` missed.
+
+        Status, checked in this order: ``epoch_changed`` when ``epoch`` is not the current
+        epoch; ``too_old`` when ``max_age`` is set and ``after`` is older than that many seconds
+        (the first part of an offset is a Unix time in milliseconds); ``trimmed`` when entries
+        after ``after`` may have been dropped (``after`` is older than the oldest kept entry,
+        and no longer kept itself); else ``ok`` with up to ``limit`` entries after ``after``.
+        Never a partial replay: either the gap is fully covered (page by page) or it is refused.
+        """
+
+    @abstractmethod
     async def ping(self) -> None:
         """Raise :class:`BrokerError` unless the backend answers now."""
+
+    def health(self) -> dict[str, Any]:
+        """State for /readyz and metrics: at least ``{"state": ...}``."""
+        return {"state": "ok"}
 
 
 def offset_key(offset: str) -> tuple[int, int]:

@@ -1,24 +1,43 @@
-"""``memory://``: the embedded broker. One process, no persistence, bounded history rings."""
+"""``memory://``: the embedded broker. One process, no persistence, bounded history rings.
+
+Each channel's epoch is created with its ring, so a restarted process starts new epochs and
+clients resuming across the restart are told their gap cannot be filled.
+"""
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Sequence
 
-from bridge.brokers.base import Broker, offset_key
+from bridge.brokers.base import Broker, Replay, ReplayStatus, offset_key
 from bridge.events import envelope
+
+
+class _Channel:
+    __slots__ = ("epoch", "ring", "last", "dropped")
+
+    def __init__(self, length: int) -> None:
+        self.epoch = secrets.token_hex(6)
+        self.ring: deque[tuple[str, bytes]] = deque(maxlen=length)
+        self.last = (0, -1)
+        #: The newest offset evicted from the ring: entries up to it are gone.
+        self.dropped = (0, -1)
 
 
 class MemoryBroker(Broker):
     display_url = "memory://"
 
-    def __init__(self, history_length: int = 1000) -> None:
+    def __init__(self, history_length: int = 1000, dedup_window: float = 600.0,
+                 dedup_size: int = 100_000) -> None:
         super().__init__()
         self._history_length = history_length
-        self._history: dict[str, deque[tuple[str, bytes]]] = {}
-        self._last: dict[str, tuple[int, int]] = {}
+        self._channels: dict[str, _Channel] = {}
         self._subscribed: set[str] = set()
+        self._dedup_window = dedup_window
+        self._dedup_size = dedup_size
+        self._seen: OrderedDict[str, float] = OrderedDict()
 
     async def start(self) -> None:
         return None
@@ -26,24 +45,47 @@ class MemoryBroker(Broker):
     async def close(self) -> None:
         self._subscribed.clear()
 
-    def _next_offset(self, channel: str) -> str:
-        ms = int(time.time() * 1000)
-        last_ms, last_seq = self._last.get(channel, (0, -1))
-        nxt = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
-        self._last[channel] = nxt
-        return f"{nxt[0]}-{nxt[1]}"
+    def _channel(self, name: str) -> _Channel:
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = _Channel(self._history_length)
+        return channel
 
-    async def publish(self, channels: Sequence[str], event_json: bytes) -> list[str]:
+    def _first_sighting(self, event_id: str) -> bool:
+        now = time.monotonic()
+        seen = self._seen
+        while seen:
+            oldest, at = next(iter(seen.items()))
+            if now - at < self._dedup_window and len(seen) < self._dedup_size:
+                break
+            seen.popitem(last=False)
+        if event_id in seen:
+            return False
+        seen[event_id] = now
+        return True
+
+    async def publish(
+        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
+    ) -> list[str] | None:
+        if event_id is not None and not self._first_sighting(event_id):
+            return None
+        ms = int(time.time() * 1000)
         offsets = []
-        for channel in channels:
-            offset = self._next_offset(channel)
-            frame = envelope(channel, offset, event_json)
-            ring = self._history.get(channel)
-            if ring is None:
-                ring = self._history[channel] = deque(maxlen=self._history_length)
-            ring.append((offset, frame))
-            if channel in self._subscribed:
-                self._deliver(channel, offset, frame)
+        for name in channels:
+            channel = self._channel(name)
+            last_ms, last_seq = channel.last
+            channel.last = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
+            offset = f"{channel.last[0]}-{channel.last[1]}"
+            frame = envelope(name, channel.epoch, offset, event_json)
+            if self._history_length:
+                ring = channel.ring
+                if len(ring) == ring.maxlen:
+                    channel.dropped = offset_key(ring[0][0])
+                ring.append((offset, frame))
+            else:
+                channel.dropped = channel.last
+            if name in self._subscribed:
+                self._deliver(name, offset, frame)
             offsets.append(offset)
         return offsets
 
@@ -53,14 +95,31 @@ class MemoryBroker(Broker):
     async def unsubscribe(self, channel: str) -> None:
         self._subscribed.discard(channel)
 
+    async def epoch(self, channel: str) -> str:
+        return self._channel(channel).epoch
+
     async def history(
         self, channel: str, after: str | None, limit: int
     ) -> list[tuple[str, bytes]]:
-        ring = self._history.get(channel, ())
+        ring = self._channels[channel].ring if channel in self._channels else ()
         if after is None:
             return list(ring)[:limit]
         key = offset_key(after)
         return [item for item in ring if offset_key(item[0]) > key][:limit]
+
+    async def replay(
+        self, channel: str, *, epoch: str, after: str, limit: int, max_age: float | None = None
+    ) -> Replay:
+        state = self._channel(channel)
+        if epoch != state.epoch:
+            return Replay(ReplayStatus.EPOCH_CHANGED, state.epoch)
+        key = offset_key(after)
+        if max_age is not None and key[0] < (time.time() - max_age) * 1000:
+            return Replay(ReplayStatus.TOO_OLD, state.epoch)
+        if key < state.dropped:
+            return Replay(ReplayStatus.TRIMMED, state.epoch)
+        newer = [item for item in state.ring if offset_key(item[0]) > key]
+        return Replay(ReplayStatus.OK, state.epoch, newer[:limit], len(newer) <= limit)
 
     async def ping(self) -> None:
         return None
