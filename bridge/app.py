@@ -12,6 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import __version__
+from bridge.api.endpoints import Endpoint
+from bridge.api.routes import api_routes, openapi_document
 from bridge.config import Config
 from bridge.downstream.endpoint import ws_route
 from bridge.service import Service
@@ -30,19 +32,35 @@ def build_app(config: Config, service: Service | None = None) -> Starlette:
         ready, body = await svc.readiness()
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    endpoints: list[Endpoint] = []
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(endpoints))
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with svc:
+            # Providers exist once the service has started: mount their endpoints now.
+            endpoints[:] = [e for p in svc.providers for e in p.endpoints()]
+            app.router.routes.extend(api_routes(
+                endpoints, jwt_secret=config.auth.jwt_secret.get_secret_value(),
+                leeway=config.auth.leeway))
             yield
 
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/openapi.json", openapi),
             ws_route(svc.hub, jwt_secret=config.auth.jwt_secret.get_secret_value(),
                      leeway=config.auth.leeway, auth_timeout=server.auth_timeout,
                      max_message_bytes=server.max_message_bytes,
-                     heartbeat=server.ping_interval),
+                     heartbeat=server.ping_interval, max_channels=server.max_channels,
+                     send_timeout=server.send_timeout, expiry_grace=config.auth.expiry_grace,
+                     max_connections_per_ip=server.max_connections_per_ip,
+                     allowed_origins=server.allowed_origins,
+                     history_max_age=config.broker.history_max_age or None,
+                     revocations=svc.revocations),
         ],
         lifespan=lifespan,
     )

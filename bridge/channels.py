@@ -6,6 +6,8 @@ websocket protocol:
 - ``calls:<tenant>``: every call event of a tenant
 - ``calls:<tenant>:<extension>``: the events of one extension's legs
 - ``system:<tenant>``: callbridge's notices about the tenant's upstream links
+- ``presence:<tenant>``: extensions coming online and going offline
+- ``verifications:<tenant>``: outcomes of verification (flash) calls
 
 Segments are made of ``[A-Za-z0-9_.+-]``; any other character of an upstream value is written
 as ``%XX`` (UTF-8 bytes), so names never need JSON escaping and a ``:`` can never appear inside a
@@ -47,6 +49,14 @@ def extension_calls(tenant: str, extension: str) -> str:
 
 def system(tenant: str) -> str:
     return f"system:{segment(tenant)}"
+
+
+def presence(tenant: str) -> str:
+    return f"presence:{segment(tenant)}"
+
+
+def verifications(tenant: str) -> str:
+    return f"verifications:{segment(tenant)}"
 
 
 def is_valid_channel(name: str) -> bool:

@@ -8,7 +8,7 @@ import os
 import secrets
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from bridge import __version__
 
@@ -44,6 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--config", metavar="FILE.toml",
                        help="read auth.jwt_secret from here (or CALLBRIDGE__AUTH__JWT_SECRET)")
 
+    api = commands.add_parser("api-token", help="mint a token for the HTTP API")
+    api.add_argument("--sub", required=True, help="who the token is for")
+    api.add_argument("--scopes", nargs="+", required=True,
+                     help="calls:read, calls:dial, verifications:write, admin")
+    api.add_argument("--tenants", nargs="+", default=["*"], metavar="PATTERN",
+                     help="tenants it may act for (patterns; default: all)")
+    api.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
+    api.add_argument("--config", metavar="FILE.toml",
+                     help="read auth.jwt_secret from here (or CALLBRIDGE__AUTH__JWT_SECRET)")
+
     sim = commands.add_parser("simulate", help="run the AntBuddy simulator alone")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8090)
@@ -59,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "token":
         return _token(args)
+    if args.command == "api-token":
+        return _api_token(args)
     runner = {"serve": _serve, "demo": _demo, "simulate": _simulate}[args.command]
     try:
         return asyncio.run(runner(args))
@@ -90,6 +102,20 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_token(args: argparse.Namespace) -> int:
+    from bridge.api.security import mint_api
+
+    config = _load(args.config)
+    try:
+        token = mint_api(config.auth.jwt_secret.get_secret_value(), sub=args.sub,
+                         scopes=args.scopes, tenants=args.tenants, ttl=args.ttl)
+    except ValueError as exc:
+        print(f"callbridge api-token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
 def _stop_on_signals(servers: list, stop: asyncio.Event) -> None:  # type: ignore[type-arg]
     loop = asyncio.get_running_loop()
 
@@ -105,13 +131,23 @@ def _stop_on_signals(servers: list, stop: asyncio.Event) -> None:  # type: ignor
 async def _serve(args: argparse.Namespace) -> int:
     from bridge import logs
     from bridge.app import build_app
-    from bridge.serving import AppServer
+    from bridge.serving import bridge_server
 
     config = _load(args.config)
     logs.setup(config.logging.level)
-    server = AppServer(build_app(config), host=config.server.host, port=config.server.port)
-    _stop_on_signals([server], asyncio.Event())
+    app = build_app(config)
+    server = bridge_server(app, config)
+    loop = asyncio.get_running_loop()
+
+    def shutdown() -> None:
+        # Leases first, so another instance takes the streams over while clients are closed.
+        app.state.service.begin_shutdown()
+        server.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, shutdown)
     await server.start()
+    print(f"callbridge serving on {server.url}", flush=True)
     await server.wait()
     return 0
 

@@ -16,9 +16,10 @@ import tomllib
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic import model_validator
 
+from bridge.providers.settings import ACCOUNT_SECTIONS, Section, min_secret
 from bridge.redact import redact, register
 
 ENV_PREFIX = "CALLBRIDGE__"
@@ -31,7 +32,6 @@ DEFAULT_BINDINGS: tuple[str, ...] = tuple(
     for name in "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_HOLD CHANNEL_UNHOLD "
     "CHANNEL_DESTROY PARK_PARKED PARK_RETRIEVED PARK_ABANDONED".split()
 )
-_SECRET_KEYS = frozenset({"app_secret", "sip_password", "jwt_secret"})
 
 
 class ConfigError(Exception):
@@ -48,14 +48,8 @@ def _problem(name: str, text: str) -> str:
     return f"{name}: {redact(text)}" if name else redact(text)
 
 
-def _min_secret(value: SecretStr | None, length: int) -> SecretStr | None:
-    if value is not None and len(value.get_secret_value()) < length:
-        raise ValueError(f"must be at least {length} characters")
-    return value
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+_min_secret = min_secret
+_Section = Section
 
 
 class ServerConfig(_Section):
@@ -90,9 +84,17 @@ class BrokerConfig(_Section):
     @field_validator("url")
     @classmethod
     def _scheme(cls, url: str) -> str:
+        scheme = url.partition("://")[0]
+        if scheme == "redis-cluster":
+            from bridge.brokers.redis_cluster import parse_url
+
+            _, _, password = parse_url(url)
+            register(password)
+            return url
         parts = urlsplit(url)
         if parts.scheme not in ("memory", "redis", "rediss"):
-            raise ValueError("scheme must be memory://, redis:// or rediss://")
+            raise ValueError(
+                "scheme must be memory://, redis://, rediss:// or redis-cluster://")
         if parts.scheme != "memory" and not parts.hostname:
             raise ValueError("a redis URL needs a host")
         register(parts.password)
@@ -192,6 +194,9 @@ class Config(_Section):
     upstream: UpstreamConfig = UpstreamConfig()
     lease: LeaseConfig = LeaseConfig()
     antbuddy: list[AntBuddyAccount] = []
+    quickom: list[ACCOUNT_SECTIONS["quickom"]] = []  # type: ignore[valid-type]
+    epacific: list[ACCOUNT_SECTIONS["epacific"]] = []  # type: ignore[valid-type]
+    kompaas: list[ACCOUNT_SECTIONS["kompaas"]] = []  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _unique_accounts(self) -> Config:
@@ -213,8 +218,17 @@ class Config(_Section):
         return data
 
 
+#: Every key whose value is a secret, in any section: never echoed, always registered.
+_SECRET_KEYS = frozenset(
+    name for model in (AuthConfig, AntBuddyAccount, *ACCOUNT_SECTIONS.values())
+    for name, field in model.model_fields.items()
+    if field.annotation in (SecretStr, SecretStr | None)
+)
+
+#: Sections written as arrays of tables, one block per provider account.
+_ARRAYS: dict[str, type[Section]] = {"antbuddy": AntBuddyAccount, **ACCOUNT_SECTIONS}
 _SECTIONS: dict[str, type[_Section]] = {
-    name: field.annotation for name, field in Config.model_fields.items() if name != "antbuddy"
+    name: field.annotation for name, field in Config.model_fields.items() if name not in _ARRAYS
 }
 
 
@@ -237,9 +251,10 @@ def load_config(path: str | None, environ: Mapping[str, str]) -> Config:
     for name in _SECTIONS:
         if not isinstance(data.setdefault(name, {}), dict):
             raise ConfigError([f"{name}: expected a table [{name}]"])
-    accounts = data.setdefault("antbuddy", [])
-    if not isinstance(accounts, list) or not all(isinstance(a, dict) for a in accounts):
-        raise ConfigError(["antbuddy: expected [[antbuddy]] tables"])
+    for name in _ARRAYS:
+        accounts = data.setdefault(name, [])
+        if not isinstance(accounts, list) or not all(isinstance(a, dict) for a in accounts):
+            raise ConfigError([f"{name}: expected [[{name}]] tables"])
     origins = _apply_env(data, environ)
     _register_secrets(data)
     try:
@@ -256,11 +271,11 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[A
     for var in sorted(v for v in environ if v.startswith(ENV_PREFIX)):
         section, _, rest = var[len(ENV_PREFIX):].partition("__")
         section = section.lower()
-        model = AntBuddyAccount if section == "antbuddy" else _SECTIONS.get(section)
+        model = _ARRAYS.get(section) or _SECTIONS.get(section)
         locs: list[tuple[Any, ...]] = [(section,)]
-        if section == "antbuddy":
+        if section in _ARRAYS:
             rest, _, key = rest.rpartition("__")
-            locs = [("antbuddy", i) for i, acc in enumerate(data["antbuddy"])
+            locs = [(section, i) for i, acc in enumerate(data[section])
                     if rest and _env_name(str(acc.get("tenant", ""))) == rest.upper()]
         else:
             key = rest
@@ -268,12 +283,12 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[A
         if model is None:
             problems.append(_problem(var, f"unknown section {section!r}"))
         elif not locs:
-            problems.append(_problem(var, f"unknown antbuddy tenant {rest!r}"))
+            problems.append(_problem(var, f"unknown {section} tenant {rest!r}"))
         elif key not in model.model_fields:
             problems.append(_problem(var, f"unknown key {section}.{key}"))
         else:
             for loc in locs:
-                table = data[section] if len(loc) == 1 else data["antbuddy"][loc[1]]
+                table = data[section] if len(loc) == 1 else data[section][loc[1]]
                 table[key] = _parse(environ[var], model, key)
                 origins[(*loc, key)] = var
     if problems:
@@ -311,7 +326,7 @@ def _parse(raw: str, model: type[_Section], key: str) -> Any:
 
 
 def _register_secrets(data: dict[str, Any]) -> None:
-    for table in [data["auth"], *data["antbuddy"]]:
+    for table in [data["auth"], *(t for name in _ARRAYS for t in data.get(name, ()))]:
         for key in _SECRET_KEYS & table.keys():
             if isinstance(table[key], str):
                 register(table[key])

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from bridge.app import build_app
 from bridge.auth import mint
 from bridge.config import Config
-from bridge.serving import AppServer
+from bridge.serving import AppServer, bridge_server
 from bridge.simulator.app import Simulator, SimulatorSettings
 
 DEMO_APP_ID = "demo-app"
@@ -46,7 +46,7 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event,
     async with AppServer(simulator.build_app()) as sim_server:
         config = demo_config(host=args.host, port=args.port, sim_url=sim_server.url,
                              dialect=args.dialect, jwt_secret=jwt_secret)
-        async with AppServer(build_app(config), host=args.host, port=args.port) as bridge:
+        async with bridge_server(build_app(config), config) as bridge:
             on_servers([sim_server, bridge])
             token = mint(jwt_secret, sub="demo-client",
                          channels=[f"calls:{DEMO_TENANT}", f"calls:{DEMO_TENANT}:*",

@@ -33,6 +33,10 @@ class EventType(StrEnum):
     COMPLETED = "call.completed"
     #: Something about callbridge's own link to a provider (auth failure, stream state).
     SYSTEM = "system.notice"
+    #: An extension came online or went offline (registration polling).
+    PRESENCE = "presence.changed"
+    #: A verification (flash) call ended: answered, busy, rejected, unreachable, timed out.
+    VERIFICATION = "verification.completed"
 
 
 @dataclass(frozen=True, slots=True)

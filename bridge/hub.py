@@ -9,6 +9,12 @@ owned by the connection that owns the link; there is no task per message.
 Backpressure cannot work for fan-out, so a client whose buffer would overflow is closed with
 :data:`~bridge.downstream.protocol.SLOW_CONSUMER` and the others are unaffected.
 
+Resume: :meth:`Hub.subscribe_many` can *hold* channels for a client. A held channel's live
+frames go to a per-(client, channel) buffer, bounded by the client's byte limit (overflow closes
+the client with 4008), while the connection replays history; :meth:`Hub.release` then queues
+the held frames newer than the last replayed offset and makes the channel live, in one step
+without yielding, so no frame is lost or doubled at the switch-over.
+
 Broker subscriptions are reference-counted per channel: the first client of a channel subscribes
 the broker, the last one to leave unsubscribes it. Broker calls are serialized by one lock and
 recompute the wanted state under it, so interleaved subscribes and unsubscribes cannot leave the
@@ -22,7 +28,7 @@ import logging
 from collections import deque
 from typing import Awaitable, Callable, Iterable
 
-from bridge.brokers.base import Broker, BrokerError
+from bridge.brokers.base import Broker, BrokerError, offset_key
 from bridge.redact import redact
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,7 @@ PEER_GONE = 1006  # close() code meaning "the peer is gone, send no close frame"
 class ClientLink:
     """One client's outgoing buffer: frames, their byte count, and a wake-up for its writer."""
 
-    __slots__ = ("max_bytes", "queued_bytes", "close_code", "_frames", "_wake", "_done")
+    __slots__ = ("max_bytes", "queued_bytes", "close_code", "_frames", "_wake", "_done", "_room")
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -44,6 +50,7 @@ class ClientLink:
         self._frames: deque[tuple[str, int]] = deque()
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
+        self._room = asyncio.Event()
 
     def put(self, frame: str, size: int | None = None) -> bool:
         """Queue ``frame`` (``size`` its UTF-8 length when known). Never blocks.
@@ -70,6 +77,24 @@ class ClientLink:
             self._frames.clear()
             self.queued_bytes = 0
             self._wake.set()
+            self._room.set()
+
+    async def wait_room(self, size: int, timeout: float) -> bool:
+        """Wait until ``size`` more bytes fit; False when the link closed meanwhile.
+
+        A producer that can pace itself (history replay) calls this before :meth:`put`. Waiting
+        longer than ``timeout`` means the client stopped reading: the link is closed with 4008.
+        """
+        while self.close_code is None and self.queued_bytes and (
+            self.queued_bytes + size > self.max_bytes
+        ):
+            self._room.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._room.wait()
+            except TimeoutError:
+                self.close(SLOW_CONSUMER)
+        return self.close_code is None
 
     async def run(self, send: Callable[[str], Awaitable[None]], send_timeout: float) -> int:
         """Drain frames through ``send`` until :meth:`close`; return the close code.
@@ -90,6 +115,7 @@ class ClientLink:
                     break
                 self._frames.popleft()
                 self.queued_bytes -= size
+                self._room.set()
             if self.close_code is not None:
                 return self.close_code
             self._wake.clear()
@@ -102,6 +128,16 @@ class ClientLink:
 
     async def wait_finished(self) -> None:
         await self._done.wait()
+
+
+class _Held:
+    """Live frames of one channel held for one client while it replays history."""
+
+    __slots__ = ("frames", "size")
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[str, str, int]] = []  # (offset, frame, size)
+        self.size = 0
 
 
 class Hub:
@@ -117,6 +153,7 @@ class Hub:
         self._channels: dict[str, set[ClientLink]] = {}
         self._by_link: dict[ClientLink, set[str]] = {}
         self._broker_channels: set[str] = set()
+        self._held: dict[tuple[ClientLink, str], _Held] = {}
         self._lock = asyncio.Lock()
         self._frames_out = 0
         self._slow_consumers = 0
@@ -136,8 +173,12 @@ class Hub:
             return
         text = frame.decode()
         size = len(frame)
+        held = self._held
         for link in links:
             if link.close_code is not None:
+                continue
+            if held and (hold := held.get((link, channel))) is not None:
+                self._hold(link, hold, offset, text, size)
                 continue
             if link.put(text, size):
                 self._frames_out += 1
@@ -145,16 +186,46 @@ class Hub:
                 self._slow_consumers += 1
                 log.info("client closed as slow consumer on %s", channel)
 
+    def _hold(self, link: ClientLink, hold: _Held, offset: str, text: str, size: int) -> None:
+        if hold.size + size > link.max_bytes:
+            link.close(SLOW_CONSUMER)
+            self._slow_consumers += 1
+            log.info("client closed as slow consumer: live backlog outgrew a resume")
+            return
+        hold.frames.append((offset, text, size))
+        hold.size += size
+
+    def release(self, client: ClientLink, channel: str, after: str | None) -> None:
+        """Make a held ``channel`` live for ``client``.
+
+        Held frames with an offset greater than ``after`` (all of them when None) are queued
+        first, in order; every later frame goes straight to the link. No-op if not held.
+        """
+        hold = self._held.pop((client, channel), None)
+        if hold is None:
+            return
+        key = offset_key(after) if after is not None else None
+        for offset, text, size in hold.frames:
+            if key is None or offset_key(offset) > key:
+                if client.put(text, size):
+                    self._frames_out += 1
+                else:
+                    self._slow_consumers += 1
+                    return
+
     async def subscribe(self, client: ClientLink, channel: str) -> None:
         """Deliver ``channel`` to ``client``. Raises :class:`BrokerError` (nothing changed)."""
         await self.subscribe_many(client, (channel,))
 
-    async def subscribe_many(self, client: ClientLink, channels: Iterable[str]) -> None:
-        """Deliver all ``channels`` to ``client``, all or none.
+    async def subscribe_many(
+        self, client: ClientLink, channels: Iterable[str], hold: Iterable[str] = ()
+    ) -> list[str]:
+        """Deliver all ``channels`` to ``client``, all or none; return the newly joined ones.
 
         The broker is subscribed first; the client joins every channel at once, without
         yielding, after that. So nothing of these channels reaches the client before this
         returns, and a reply queued right after the call precedes their first event.
+        Newly joined channels listed in ``hold`` are held until :meth:`release`.
         """
         wanted = [c for c in channels if c not in self._by_link.get(client, ())]
         try:
@@ -169,10 +240,14 @@ class Hub:
                 raise BrokerError("broker did not answer the subscribe in time") from None
             raise
         if client not in self._by_link:
-            return  # removed while waiting for the broker
+            return []  # removed while waiting for the broker
+        held = set(hold)
         for channel in wanted:
+            if channel in held:
+                self._held[(client, channel)] = _Held()
             self._channels.setdefault(channel, set()).add(client)
             self._by_link[client].add(channel)
+        return wanted
 
     async def unsubscribe(self, client: ClientLink, channel: str) -> None:
         """Stop delivering ``channel`` to ``client`` (at once; the broker follows). Idempotent."""
@@ -195,6 +270,7 @@ class Hub:
         await self._release(channels)
 
     def _leave(self, client: ClientLink, channel: str) -> None:
+        self._held.pop((client, channel), None)
         links = self._channels.get(channel)
         if links is not None:
             links.discard(client)

@@ -24,6 +24,10 @@ def channels_for(event: Event) -> list[str]:
     """The channels an event is published on (documented in docs/events.md)."""
     if event.type == EventType.SYSTEM:
         return [channels.system(event.tenant)]
+    if event.type == EventType.PRESENCE:
+        return [channels.presence(event.tenant)]
+    if event.type == EventType.VERIFICATION:
+        return [channels.verifications(event.tenant)]
     out = [channels.tenant_calls(event.tenant)]
     if event.extension:
         out.append(channels.extension_calls(event.tenant, event.extension))

@@ -1,8 +1,13 @@
 """The running bridge: broker, hub, pipeline, token managers and upstream streams, owned together.
 
 ``async with Service(config) as service:`` starts everything and, on exit, stops it in the
-reverse order: upstream streams first (no new events), then the pipeline is drained into the
-broker within a deadline, then clients are closed with 1012, then the broker.
+reverse order: upstream streams stop and their leases are released (another instance takes
+them over at once), the pipeline is drained into the broker and the outage buffer flushed
+within ``[server] shutdown_timeout``, clients are closed with 1012, then the broker.
+
+Each upstream stream runs only while this instance holds its lease (:mod:`bridge.lease`); the
+broker is wrapped in :class:`bridge.brokers.resilient.ResilientBroker` so a broker outage never
+stops the streams nor local delivery.
 """
 
 from __future__ import annotations
@@ -17,12 +22,18 @@ from typing import Any
 import httpx
 
 from bridge.brokers import Broker, BrokerError, from_url
+from bridge.brokers.resilient import ResilientBroker
 from bridge.config import AntBuddyAccount, Config
 from bridge.events import Event, EventType
 from bridge.hub import Hub
+from bridge.lease import LeasedRunner, LeaseStore, LocalLeases
 from bridge.normalize import normalize_kazoo
 from bridge.pipeline import Pipeline
 from bridge.redact import redact, register
+from bridge.cursors import CursorStore, MemoryCursors, RedisCursors
+from bridge.providers.base import Provider, ProviderContext
+from bridge.providers.registry import build_providers
+from bridge.revocation import MemoryRevocations, RedisRevocations, Revocations
 from bridge.tokens import TokenManager
 from bridge.upstream.stream import State, StreamSettings, UpstreamStream
 
@@ -45,15 +56,31 @@ class Service:
     def __init__(self, config: Config, *, broker: Broker | None = None) -> None:
         self.config = config
         _register_secrets(config)
-        self.broker = broker or from_url(
+        local = config.broker.url.startswith("memory:")
+        inner = broker or from_url(
             config.broker.url,
-            **({} if config.broker.url.startswith("memory:")
-               else {"prefix": config.broker.prefix}),
+            **_broker_options(config),
             history_length=config.broker.history_length,
+            dedup_window=config.broker.dedup_window,
         )
+        self.broker = ResilientBroker(inner, buffer_events=config.broker.buffer_events)
+        self.leases: LeaseStore | LocalLeases = (
+            LocalLeases(config.lease.instance_id, config.lease.ttl) if local
+            else LeaseStore(config.broker.url, prefix=config.broker.prefix,
+                            ttl=config.lease.ttl, instance_id=config.lease.instance_id))
+        self.revocations: Revocations = (
+            MemoryRevocations() if local
+            else RedisRevocations(config.broker.url, prefix=config.broker.prefix))
+        self.cursors: CursorStore = (
+            MemoryCursors() if local
+            else RedisCursors(config.broker.url, prefix=config.broker.prefix))
+        self.providers: list[Provider] = []
         self.hub = Hub(self.broker, client_queue_bytes=config.server.client_queue_bytes)
         self.pipeline = Pipeline(self.broker)
         self.streams: list[UpstreamStream] = []
+        #: One per stream, same order as :attr:`streams`.
+        self.runners: list[LeasedRunner] = []
+        self._releasing: asyncio.Task[None] | None = None
         self._tokens: dict[tuple[str, str, str | None], TokenManager] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
@@ -61,7 +88,7 @@ class Service:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> "Service":
+    async def __aenter__(self) -> Service:
         try:
             await self.start()
         except BaseException:
@@ -81,11 +108,19 @@ class Service:
         self.broker.set_handler(self.hub.on_message)
         await self.broker.start()
         self._stack.push_async_callback(self.broker.close)
+        self._stack.push_async_callback(self.leases.close)
+        await self.revocations.start()
+        self._stack.push_async_callback(self.revocations.close)
         self._spawn(self.pipeline.run(), "pipeline")
         for account in self.config.antbuddy:
             self._add_stream(account)
-        log.info("callbridge started: broker %s, %d upstream stream(s)",
-                 self.broker.display_url, len(self.streams))
+        self._stack.push_async_callback(self.cursors.close)
+        context = ProviderContext(submit=self.pipeline.submit, http=http, cursors=self.cursors)
+        self.providers = build_providers(self.config, context, streams=self.streams)
+        for provider in self.providers:
+            self._spawn(provider.run(), f"provider {provider.name}")
+        log.info("callbridge %s started: broker %s, %d upstream stream(s)",
+                 self.leases.instance_id, self.broker.display_url, len(self.streams))
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
@@ -134,15 +169,32 @@ class Service:
 
         stream = UpstreamStream(settings, self._token_manager(account), self._http,
                                 on_call=on_call, on_notice=on_notice)
+        runner = LeasedRunner(self.leases, settings.name, stream.run)
         self.streams.append(stream)
-        self._spawn(stream.run(), f"stream {settings.name}")
+        self.runners.append(runner)
+        self._spawn(runner.run(), f"lease {settings.name}")
 
-    async def stop(self, drain_timeout: float = 5.0) -> None:
-        streams = [t for t in self._tasks if t.get_name().startswith("stream ")]
-        await _cancel(streams)
-        if not await self.pipeline.drain(drain_timeout):
+    def begin_shutdown(self) -> None:
+        """Stop the streams and release their leases now, without waiting (signal handlers)."""
+        if self._releasing is None:
+            self._releasing = asyncio.create_task(self._release_streams(), name="release")
+
+    async def _release_streams(self) -> None:
+        await _cancel([t for t in self._tasks if t.get_name().startswith("lease ")])
+        await asyncio.gather(*(runner.release() for runner in self.runners))
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        timeout = self.config.server.shutdown_timeout if drain_timeout is None else drain_timeout
+        deadline = time.monotonic() + timeout
+        self.begin_shutdown()
+        assert self._releasing is not None
+        await self._releasing
+        if not await self.pipeline.drain(max(0.0, deadline - time.monotonic())):
             log.error("shutdown: %d event(s) not published within %.0fs",
-                      self.pipeline.pending, drain_timeout)
+                      self.pipeline.pending, timeout)
+        if not await self.broker.flush(max(0.0, deadline - time.monotonic())):
+            log.error("shutdown: %d buffered event(s) not published within %.0fs",
+                      self.broker.health()["buffered"], timeout)
         await self.hub.close_all(1012)
         await _cancel(self._tasks)
         self._tasks.clear()
@@ -157,16 +209,44 @@ class Service:
                 await self.broker.ping()
         except (BrokerError, TimeoutError) as exc:
             broker_ok, broker_error = False, redact(str(exc) or "timeout")
-        streams = [s.snapshot() for s in self.streams]
-        ready = broker_ok and all(s.status.state is State.SUBSCRIBED for s in self.streams)
+        streams = []
+        ready = broker_ok
+        for stream, runner in zip(self.streams, self.runners):
+            snapshot = stream.snapshot()
+            snapshot["lease"] = runner.snapshot()
+            if not runner.held:
+                # Held elsewhere is fine; held by nobody means the stream is not running at all.
+                snapshot["state"] = "standby"
+                ready = ready and runner.held_by is not None
+            else:
+                ready = ready and stream.status.state is State.SUBSCRIBED
+            streams.append(snapshot)
+        health = self.broker.health()
+        # Buffered events not yet published: other instances' clients and history lag behind.
+        ready = ready and health["state"] != "buffering"
         body = {
             "ready": ready,
-            "broker": {"url": self.broker.display_url, "ok": broker_ok, "error": broker_error},
+            "instance_id": self.leases.instance_id,
+            "broker": {**health, "url": self.broker.display_url, "ok": broker_ok,
+                       "error": broker_error},
             "streams": streams,
             "pipeline": {**self.pipeline.counts, "pending": self.pipeline.pending},
             "clients": self.hub.stats(),
+            "providers": [p.snapshot() for p in self.providers],
         }
         return ready, body
+
+
+def _broker_options(config: Config) -> dict[str, Any]:
+    """Backend-specific constructor options from ``[broker]``."""
+    url = config.broker.url
+    if url.startswith("memory:"):
+        return {}
+    options: dict[str, Any] = {"prefix": config.broker.prefix}
+    if not url.startswith("redis-cluster:"):
+        # The cluster backend watches each node's link instead of probing.
+        options["probe_interval"] = config.broker.probe_interval
+    return options
 
 
 def _register_secrets(config: Config) -> None:

@@ -81,3 +81,16 @@ class AppServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def bridge_server(app: Any, config: Any, *, host: str | None = None,
+                  port: int | None = None) -> AppServer:
+    """The server for callbridge's own app, with the websocket limits of ``config.server``.
+
+    Websocket-level pings every ``ping_interval`` s reap clients whose connection died without
+    a close (no pong within as long); ``max_message_bytes`` caps a client frame (1009 beyond).
+    """
+    s = config.server
+    return AppServer(app, host=host or s.host, port=s.port if port is None else port,
+                     graceful_timeout=s.shutdown_timeout, ws_ping_interval=s.ping_interval,
+                     ws_ping_timeout=s.ping_interval, ws_max_size=s.max_message_bytes)

@@ -60,3 +60,17 @@ def test_demo_prints_url_token_and_events():
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     event_lines = [line for line in out.splitlines() if " call." in line]
     assert len(event_lines) >= 5, out
+
+
+def test_api_token_mints_a_scoped_token():
+    from bridge.api.security import verify_api
+
+    result = run("api-token", "--sub", "crm-7", "--scopes", "calls:read", "calls:dial",
+                 "--tenants", "acme", env={"CALLBRIDGE__AUTH__JWT_SECRET": SECRET})
+    assert result.returncode == 0, result.stderr
+    principal = verify_api(SECRET, "Bearer " + result.stdout.strip())
+    assert principal.scopes == frozenset({"calls:read", "calls:dial"})
+    assert principal.tenants == ("acme",)
+    bad = run("api-token", "--sub", "x", "--scopes", "calls:everything",
+              env={"CALLBRIDGE__AUTH__JWT_SECRET": SECRET})
+    assert bad.returncode == 2 and "calls:everything" in bad.stderr

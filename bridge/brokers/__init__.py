@@ -8,7 +8,8 @@ from bridge.brokers.base import Broker, BrokerError
 
 
 def from_url(url: str, **options: object) -> Broker:
-    """``memory://`` or ``redis://[:password@]host:port/db`` (``rediss://`` for TLS)."""
+    """``memory://``, ``redis://[:password@]host:port/db`` (``rediss://`` for TLS), or
+    ``redis-cluster://[:password@]host:port[,host:port...]``."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from bridge.brokers.memory import MemoryBroker
@@ -18,7 +19,11 @@ def from_url(url: str, **options: object) -> Broker:
         from bridge.brokers.redis import RedisBroker
 
         return RedisBroker(url, **options)  # type: ignore[arg-type]
-    raise ValueError(f"broker url: unsupported scheme {scheme!r} (use memory:// or redis://)")
+    if scheme == "redis-cluster":
+        from bridge.brokers.redis_cluster import RedisClusterBroker
+
+        return RedisClusterBroker(url, **options)  # type: ignore[arg-type]
+    raise ValueError(f"broker url: unsupported scheme {scheme!r} (use memory://, redis:// or redis-cluster://)")
 
 
 __all__ = ["Broker", "BrokerError", "from_url"]

@@ -1,52 +1,36 @@
 """``redis://``: Redis pub/sub for live delivery, one Redis Stream per channel for history.
 
-Naming, with the configurable ``prefix`` (default ``callbridge:``):
+Key names, scripts and the frame format are in :mod:`bridge.brokers.redis_wire` and
+docs/brokers.md. One publish is one round trip: a Lua script marks the event id (de-duplication
+across every process sharing the prefix), reads or creates each channel's epoch, appends to each
+stream and publishes each channel's :func:`bridge.events.envelope` frame. A replay is one script
+too, so its epoch check, trim check and read see one consistent state.
 
-- channel ``c`` is published on the Redis pub/sub channel ``<prefix><c>``;
-- its history is the stream ``<prefix>stream:<c>``, field ``e`` = the event JSON, trimmed with
-  ``MAXLEN ~ history_length`` (so at least ``history_length`` entries are kept, a little more
-  until Redis can drop a whole stream node);
-- an offset is the stream entry id (``<ms>-<seq>``).
-
-One publish is one round trip: a Lua script appends to every stream and publishes each
-channel's :func:`bridge.events.envelope` frame, built in Lua byte for byte as Python builds it.
-
-Live delivery uses one pub/sub connection read by one owned task. When that connection drops,
-the task reconnects with :func:`bridge.backoff.backoff` and re-subscribes every channel; it
-never ends before :meth:`RedisBroker.close`. Commands are not retried by the client library (a
-retried publish could append an event twice); a failed command raises :class:`BrokerError`.
+Live delivery uses one pub/sub connection read by one owned task, kept alive (reconnect, liveness
+probe, re-subscribe) by :class:`bridge.brokers.redis_pubsub.Subscriber`. Commands are not retried by the client library (a retried publish
+could append an event twice); a failed command raises :class:`BrokerError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import traceback
-from typing import Any, Iterator, Sequence
+import time
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from bridge import redact
-from bridge.backoff import backoff
-from bridge.brokers.base import Broker, BrokerError, offset_key
+from bridge.brokers import redis_wire as wire
+from bridge.brokers.base import Broker, BrokerError, Replay
+from bridge.brokers.redis_pubsub import Probe, Subscriber
 from bridge.channels import is_valid_channel
-from bridge.brokers.redis_wire import PUBLISH_SCRIPT, display_url, frame_offset
-from bridge.events import envelope
-
-log = logging.getLogger("bridge.brokers.redis")
 
 _IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
-
-
-def _reader_done(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        text = "".join(traceback.format_exception(task.exception()))
-        log.critical("pub/sub reader stopped: %s", redact.redact(text))
 
 
 class RedisBroker(Broker):
@@ -56,22 +40,26 @@ class RedisBroker(Broker):
         *,
         prefix: str = "callbridge:",
         history_length: int = 1000,
+        dedup_window: float = 600.0,
+        probe_interval: float | None = 5.0,
+        probe_timeout: float = 2.0,
         connect_timeout: float = 5.0,
         socket_timeout: float = 5.0,
         client_name: str = "callbridge",
         max_connections: int = 32,
     ) -> None:
+        """``probe_interval=None`` turns the liveness probe off."""
         super().__init__()
-        if history_length < 0:
-            raise ValueError("history_length must not be negative")
+        if history_length < 0 or dedup_window <= 0 or probe_timeout <= 0:
+            raise ValueError("history_length must be >= 0, dedup_window and probe_timeout > 0")
         parts = urlsplit(url)
         if parts.password:
             redact.register(unquote(parts.password))
-        self.display_url = display_url(url)
+        self.display_url = wire.display_url(url)
         self._where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
         self._prefix = prefix
-        self._prefix_b = prefix.encode()
         self._history_length = history_length
+        self._dedup_ms = max(1, round(dedup_window * 1000))
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -85,20 +73,31 @@ class RedisBroker(Broker):
             retry=Retry(NoBackoff(), 0, supported_errors=()),
         )
         self._client = aioredis.Redis.from_pool(pool)
-        self._script = self._client.register_script(PUBLISH_SCRIPT)
-        self._channels: set[str] = set()
-        self._acks: dict[str, int] = {}  # SUBSCRIBE commands not yet confirmed, per channel
-        self._waiters: dict[str, asyncio.Future[None]] = {}
-        self._pubsub: PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._script = self._client.register_script(wire.PUBLISH_SCRIPT)
+        self._history_script = self._client.register_script(wire.HISTORY_SCRIPT)
+        self._replay_script = self._client.register_script(wire.REPLAY_SCRIPT)
         self._closed = False
-        #: "connected" once started, "reconnecting" before start and while the pub/sub
-        #: connection is being re-established.
-        self.state = "reconnecting"
-        #: How many times the pub/sub connection was re-established after being lost.
-        self.reconnects = 0
-        #: Pub/sub messages on our channels that were not envelope frames (dropped).
-        self.malformed = 0
+        self._sub = Subscriber(
+            self._client, self._deliver, prefix=prefix, where=self._where,
+            display_url=self.display_url, socket_timeout=socket_timeout,
+            probe=Probe(probe_interval, probe_timeout),
+        )
+
+    @property
+    def state(self) -> str:
+        """"connected" once started, "reconnecting" before start and while the pub/sub
+        connection is being re-established."""
+        return self._sub.state
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the pub/sub connection was re-established after being lost."""
+        return self._sub.reconnects
+
+    @property
+    def malformed(self) -> int:
+        """Pub/sub messages on our channels that were not envelope frames (dropped)."""
+        return self._sub.malformed
 
     def __repr__(self) -> str:
         return f"RedisBroker({self.display_url!r}, state={self.state!r})"
@@ -107,49 +106,58 @@ class RedisBroker(Broker):
         reason = redact.redact(str(exc)) or type(exc).__name__
         return BrokerError(f"redis at {self._where}: {doing} failed: {reason}")
 
+    def health(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "reconnects": self.reconnects,
+            "probe_failures": self._sub.probe.failures,
+            "last_probe_ok": self._sub.probe.last_ok,
+            "subscriptions": len(self._sub.channels),
+        }
+
     async def start(self) -> None:
         if self._closed:
             raise BrokerError("broker is closed")
-        if self._reader is not None:
+        if self._sub.running:
             return
         try:
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
                 await self._client.ping()
-                await self._open_pubsub()
+                await self._sub.connect()
         except _IO_ERRORS as exc:
-            await self._drop_pubsub()
+            await self._sub.drop()
             raise self._error("connect", exc) from None
-        self._reader = asyncio.create_task(self._read_loop(), name="redis-broker-reader")
-        self._reader.add_done_callback(_reader_done)
+        self._sub.run()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            await asyncio.wait({reader}, timeout=self._socket_timeout)
-        await self._drop_pubsub()
-        for waiter in self._waiters.values():
-            if not waiter.done():
-                waiter.set_result(None)  # a pending subscribe() returns; nothing is delivered
-        self._waiters.clear()
-        self._channels.clear()
+        await self._sub.close()
         await self._client.aclose()
 
-    async def publish(self, channels: Sequence[str], event_json: bytes) -> list[str]:
-        if not channels:
+    async def _run(self, doing: str, call: Any) -> Any:
+        """Await one command; any failure becomes a redacted :class:`BrokerError`."""
+        try:
+            return await call
+        except _IO_ERRORS as exc:
+            raise self._error(doing, exc) from None
+
+    async def publish(
+        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
+    ) -> list[str] | None:
+        if not channels and event_id is None:
             return []
         for channel in channels:
             if not is_valid_channel(channel):
                 raise ValueError(f"invalid channel name {channel!r}")
-        keys = [f"{self._prefix}stream:{c}" for c in channels]
-        args: list[Any] = [self._history_length, event_json, self._prefix, *channels]
-        try:
-            ids = await self._script(keys=keys, args=args)
-        except _IO_ERRORS as exc:
-            raise self._error("publish", exc) from None
+        keys, args = wire.publish_keys_and_args(
+            self._prefix, channels, event_json, history_length=self._history_length,
+            event_id=event_id, dedup_ms=self._dedup_ms,
+        )
+        ids = await self._run("publish", self._script(keys=keys, args=args))
+        if ids is None:
+            return None  # a duplicate of an event id seen within the window
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def subscribe(self, channel: str) -> None:
@@ -158,58 +166,34 @@ class RedisBroker(Broker):
         Raises :class:`BrokerError` when no confirmation came within ``socket_timeout`` (Redis
         unreachable); the subscription then stays registered and is made on reconnect.
         """
-        if channel not in self._channels:
-            self._channels.add(channel)
-            self._waiters[channel] = asyncio.get_running_loop().create_future()
-            if self._pubsub is not None:
-                await self._send_subscribe(self._pubsub, [channel])
-        waiter = self._waiters.get(channel)
-        if waiter is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), self._socket_timeout)
-        except asyncio.TimeoutError:
-            raise BrokerError(
-                f"redis at {self._where}: subscribe to {channel} not confirmed within "
-                f"{self._socket_timeout}s; it will be made when the connection is back"
-            ) from None
+        await self._sub.subscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        if channel not in self._channels:
-            return
-        # Delivery stops now: the reader drops messages of channels not in the set.
-        self._channels.discard(channel)
-        waiter = self._waiters.pop(channel, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        pubsub = self._pubsub
-        if pubsub is not None:
-            try:
-                await pubsub.execute_command("UNSUBSCRIBE", self._prefix + channel)
-            except _IO_ERRORS as exc:  # the reader sees the broken connection too
-                log.debug("unsubscribe %s: %s", channel, redact.redact(str(exc)))
+        await self._sub.unsubscribe(channel)
+
+    async def epoch(self, channel: str) -> str:
+        fresh = wire.new_epoch()
+        key = wire.epoch_key(self._prefix, channel)
+        old = await self._run("epoch", self._client.set(key, fresh, nx=True, get=True))
+        return fresh if old is None else old.decode()
 
     async def history(
         self, channel: str, after: str | None, limit: int
     ) -> list[tuple[str, bytes]]:
-        if limit <= 0 or self._history_length == 0:
-            return []  # with 0, approximate trimming still leaves a few entries: hide them
-        if after is not None:
-            offset_key(after)  # ValueError on a malformed offset, as in every backend
-        start = "-" if after is None else "(" + after
-        try:
-            entries = await self._client.xrange(
-                f"{self._prefix}stream:{channel}", min=start, max="+", count=limit
-            )
-        except _IO_ERRORS as exc:
-            raise self._error("history", exc) from None
-        out = []
-        for raw_id, fields in entries:
-            event_json = fields.get(b"e")
-            if event_json is not None:
-                offset = raw_id.decode()
-                out.append((offset, envelope(channel, offset, event_json)))
-        return out
+        if limit <= 0:
+            return []
+        keys, args = wire.channel_keys(self._prefix, channel), wire.history_args(after, limit)
+        reply = await self._run("history", self._history_script(keys=keys, args=args))
+        return wire.parse_history(channel, reply)
+
+    async def replay(
+        self, channel: str, *, epoch: str, after: str, limit: int, max_age: float | None = None
+    ) -> Replay:
+        oldest = None if max_age is None else int((time.time() - max_age) * 1000)
+        args = wire.replay_args(epoch, after, limit, oldest)
+        keys = wire.channel_keys(self._prefix, channel)
+        reply = await self._run("replay", self._replay_script(keys=keys, args=args))
+        return wire.parse_replay(channel, reply, limit)
 
     async def ping(self) -> None:
         try:
@@ -217,101 +201,3 @@ class RedisBroker(Broker):
                 await self._client.ping()
         except _IO_ERRORS as exc:
             raise self._error("PING", exc) from None
-
-    # -- the pub/sub connection ---------------------------------------------------------------
-
-    async def _send_subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
-        for channel in channels:
-            self._acks[channel] = self._acks.get(channel, 0) + 1
-        try:
-            await pubsub.execute_command("SUBSCRIBE", *(self._prefix + c for c in channels))
-        except _IO_ERRORS as exc:  # the reader reconnects and re-subscribes
-            log.debug("subscribe: %s", redact.redact(str(exc)))
-
-    async def _open_pubsub(self) -> PubSub:
-        """Connect, subscribe every channel, and wait until Redis confirmed them all."""
-        pubsub = self._client.pubsub()
-        try:
-            await pubsub.connect()
-        except BaseException:
-            await pubsub.aclose()
-            raise
-        self._pubsub = pubsub
-        self._acks.clear()
-        channels = sorted(self._channels)
-        if channels:
-            await self._send_subscribe(pubsub, channels)
-            async with asyncio.timeout(self._socket_timeout):
-                while any(self._acks.get(c) for c in channels):
-                    self._on_response(await pubsub.parse_response(block=True))
-        self.state = "connected"
-        return pubsub
-
-    async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        self._acks.clear()
-        self.state = "reconnecting"
-        if pubsub is not None:
-            try:
-                await pubsub.aclose()
-            except _IO_ERRORS:
-                pass  # already broken; nothing more to release
-
-    async def _read_loop(self) -> None:
-        delays: Iterator[float] | None = None
-        while True:
-            try:
-                pubsub = self._pubsub
-                if pubsub is None:
-                    pubsub = await self._open_pubsub()
-                    self.reconnects += 1
-                    delays = None
-                    log.info("pub/sub connection to %s re-established", self.display_url)
-                # The poll timeout is the seam for a later liveness probe.
-                response = await pubsub.parse_response(block=False, timeout=self._socket_timeout)
-                if response is not None:
-                    self._on_response(response)
-            except Exception as exc:  # the reader must outlive any failure
-                log.warning(
-                    "pub/sub connection to %s lost: %s",
-                    self.display_url,
-                    redact.redact(f"{type(exc).__name__}: {exc}"),
-                )
-                await self._drop_pubsub()
-                delays = delays or backoff(maximum=10.0)
-                await asyncio.sleep(next(delays))
-
-    def _on_response(self, response: Any) -> None:
-        if not response:
-            return
-        kind = response[0]
-        if kind == b"message":
-            self._on_message(response[1], response[2])
-        elif kind == b"subscribe":
-            channel = response[1][len(self._prefix_b) :].decode()
-            left = self._acks.get(channel, 0) - 1
-            if left > 0:
-                self._acks[channel] = left
-                return
-            self._acks.pop(channel, None)
-            waiter = self._waiters.pop(channel, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    def _on_message(self, raw_channel: bytes, frame: bytes) -> None:
-        if not raw_channel.startswith(self._prefix_b):
-            return
-        name = raw_channel[len(self._prefix_b) :]
-        channel = name.decode()
-        if channel not in self._channels:
-            return  # unsubscribed while the UNSUBSCRIBE was in flight
-        offset = frame_offset(frame, name)
-        if offset is None:
-            self.malformed += 1
-            log.warning("dropped a message on %s that is not an event envelope", channel)
-            return
-        try:
-            self._deliver(channel, offset, frame)
-        except Exception as exc:
-            text = "".join(traceback.format_exception(exc))
-            log.error("message handler failed on %s: %s", channel, redact.redact(text))

@@ -1,33 +1,34 @@
-"""The ``/ws`` websocket endpoint: authenticate, subscribe, stream events (docs/protocol.md).
+"""The ``/ws`` websocket endpoint: authenticate, subscribe, resume, stream events.
 
-One connection runs as: accept; wait up to ``auth_timeout`` for the auth message; verify the
-token; then, in one task group, a reader (client messages), a writer (the hub link's buffer,
-the only task that sends), an expiry timer and a heartbeat. The first of them to close the link
-decides the close code; the others are cancelled, the client's channels are released, and the
-close frame is sent. Every reply goes through the link, so replies and events keep their order.
+The protocol is documented in docs/protocol.md. One connection runs as: admission (Origin,
+connections per address); accept; wait up to ``auth_timeout`` for the auth message; verify the
+token and check it is not revoked; then, in one task group, a reader (client messages), a writer
+(the hub link's buffer, the only task that sends), an expiry timer and a heartbeat. The first of
+them to close the link decides the close code; the others are cancelled, the client's channels
+are released, and the close frame is sent. Every reply goes through the link, so replies and
+events keep their order.
 
-The reader waits for client messages without a timeout on purpose: clients may stay silent for
-the life of their token, and the expiry timer ends every connection by then.
+The per-connection work is in :mod:`bridge.downstream.session`; this module holds the
+settings and the state shared by one route's connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import time
 from dataclasses import dataclass
-from typing import Any, Coroutine
+from typing import Iterable
 
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
-from bridge.auth import AuthError, Grant, verify
-from bridge.brokers.base import BrokerError
-from bridge.channels import granted
+from bridge.auth import Grant
 from bridge.downstream import protocol as p
-from bridge.hub import PEER_GONE, ClientLink, Hub
+from bridge.downstream.admission import ConnectionCounter, OriginPolicy
+from bridge.downstream.session import Session
+from bridge.hub import ClientLink, Hub
 from bridge.redact import redact, register
+from bridge.revocation import Revocations
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +36,12 @@ log = logging.getLogger(__name__)
 MAX_CHANNELS = 100
 #: A single send blocked this long means the client stopped reading: closed with 4008.
 SEND_TIMEOUT = 30.0
-#: How long to wait for a close frame to be written before giving up on the client.
-CLOSE_TIMEOUT = 5.0
-
-_REASONS = {
-    p.TOKEN_EXPIRED: "token expired",
-    p.SLOW_CONSUMER: "slow consumer",
-    p.SERVICE_RESTART: "service restart",
-    p.MESSAGE_TOO_BIG: "message too big",
-    p.INTERNAL_ERROR: "internal error",
-}
-
-
+#: Seconds a connection may outlive its token's ``exp`` (time to renew) before 4003.
+EXPIRY_GRACE = 10.0
+#: Client messages are expected at least this many heartbeats apart (idle_timeout default).
+IDLE_HEARTBEATS = 3
 @dataclass(frozen=True, slots=True)
-class _Settings:
+class Settings:
     jwt_secret: str
     leeway: float
     auth_timeout: float
@@ -56,6 +49,48 @@ class _Settings:
     heartbeat: float
     max_channels: int
     send_timeout: float
+    expiry_grace: float
+    idle_timeout: float
+    history_max_age: float | None
+    broker_timeout: float
+
+
+class Route:
+    """State shared by the connections of one route: admission and open links by token id."""
+
+    def __init__(self, hub: Hub, settings: Settings, origins: OriginPolicy,
+                 counter: ConnectionCounter, revocations: Revocations | None) -> None:
+        self.hub = hub
+        self.cfg = settings
+        self.origins = origins
+        self.counter = counter
+        self.revocations = revocations
+        self.by_token: dict[str, set[ClientLink]] = {}
+        if revocations is not None:
+            revocations.on_revoke(self.revoked)
+
+    def revoked(self, token_id: str) -> None:
+        for link in list(self.by_token.get(token_id, ())):
+            link.close(p.TOKEN_REVOKED)
+
+    def track(self, link: ClientLink, old: str | None, new: str | None) -> None:
+        if old is not None and (links := self.by_token.get(old)) is not None:
+            links.discard(link)
+            if not links:
+                del self.by_token[old]
+        if new is not None:
+            self.by_token.setdefault(new, set()).add(link)
+
+    async def is_revoked(self, grant: Grant) -> bool:
+        if self.revocations is None or grant.token_id is None:
+            return False
+        try:
+            async with asyncio.timeout(self.cfg.broker_timeout):
+                return await self.revocations.is_revoked(grant.token_id)
+        except Exception as exc:
+            # Fail open: an unreachable revocation store must not lock every client out.
+            log.warning("revocation check failed: %s", redact(str(exc) or repr(exc)))
+            return False
 
 
 def ws_route(
@@ -68,192 +103,37 @@ def ws_route(
     heartbeat: float,
     max_channels: int = MAX_CHANNELS,
     send_timeout: float = SEND_TIMEOUT,
+    expiry_grace: float = EXPIRY_GRACE,
+    idle_timeout: float | None = None,
+    max_connections_per_ip: int = 100,
+    allowed_origins: Iterable[str] = (),
+    history_max_age: float = 0.0,
+    revocations: Revocations | None = None,
+    broker_timeout: float = 10.0,
     path: str = "/ws",
 ) -> WebSocketRoute:
     """The Starlette route serving the downstream protocol on ``path``.
 
-    ``heartbeat`` <= 0 disables the server heartbeat. On shutdown the app's lifespan calls
-    :meth:`Hub.close_all` (1012) on ``hub``.
+    ``heartbeat`` <= 0 disables the server heartbeat. ``idle_timeout``: seconds a client may
+    send nothing before it is closed with 4009; None means ``3 x heartbeat``, 0 disables it.
+    ``history_max_age`` <= 0: resumes have no age limit. ``revocations`` (started and closed by
+    the owner) refuses revoked tokens and closes open connections using them with 4004. On
+    shutdown the app's lifespan calls :meth:`Hub.close_all` (1012) on ``hub``.
     """
     register(jwt_secret)
-    settings = _Settings(
-        jwt_secret, leeway, auth_timeout, max_message_bytes, heartbeat, max_channels, send_timeout
+    if idle_timeout is None:
+        idle_timeout = IDLE_HEARTBEATS * heartbeat if heartbeat > 0 else 0.0
+    settings = Settings(
+        jwt_secret, leeway, auth_timeout, max_message_bytes, heartbeat, max_channels,
+        send_timeout, expiry_grace, idle_timeout,
+        history_max_age if history_max_age > 0 else None, broker_timeout,
     )
+    route = Route(hub, settings, OriginPolicy(allowed_origins),
+                   ConnectionCounter(max_connections_per_ip), revocations)
 
     async def endpoint(websocket: WebSocket) -> None:
-        await _Session(hub, settings, websocket).run()
+        await Session(route, websocket).run()
 
     return WebSocketRoute(path, endpoint, name="ws")
 
 
-def _payload(message: dict[str, object]) -> str | bytes | None:
-    text = message.get("text")
-    if isinstance(text, str):
-        return text
-    data = message.get("bytes")
-    return data if isinstance(data, bytes) else None
-
-
-class _Session:
-    def __init__(self, hub: Hub, settings: _Settings, websocket: WebSocket) -> None:
-        self.hub = hub
-        self.cfg = settings
-        self.ws = websocket
-        self.session = secrets.token_hex(8)
-        self.channels: set[str] = set()
-
-    async def run(self) -> None:
-        try:
-            await self.ws.accept()
-        except (WebSocketDisconnect, OSError):
-            return
-        grant = await self._authenticate()
-        if grant is None:
-            return
-        link = self.hub.attach()
-        try:
-            link.put(
-                p.encode_welcome(
-                    sub=grant.sub,
-                    expires_at=grant.expires_at,
-                    session=self.session,
-                    heartbeat=self.cfg.heartbeat,
-                )
-            )
-            try:
-                code = await self._serve(link, grant)
-            except Exception as exc:
-                log.error("session %s failed: %s", self.session, redact(repr(exc)))
-                code = p.INTERNAL_ERROR
-            await self.hub.remove(link)
-            if code != PEER_GONE:
-                await self._close(code, _REASONS.get(code, ""))
-        finally:
-            link.finished()
-
-    def _too_big(self, data: str | bytes) -> bool:
-        limit = self.cfg.max_message_bytes
-        if len(data) > limit:
-            return True
-        return isinstance(data, str) and len(data) * 4 > limit and len(data.encode()) > limit
-
-    async def _authenticate(self) -> Grant | None:
-        try:
-            async with asyncio.timeout(self.cfg.auth_timeout):
-                message = await self.ws.receive()
-        except TimeoutError:
-            await self._close(p.AUTH_TIMEOUT, "authentication timeout")
-            return None
-        data = _payload(message)
-        if data is None:
-            return None  # disconnected
-        if self._too_big(data):
-            await self._close(p.MESSAGE_TOO_BIG, "message too big")
-            return None
-        msg = p.parse(data)
-        if not isinstance(msg, p.Auth):
-            if not isinstance(msg, p.ProtocolError):
-                msg = p.ProtocolError(p.E_BAD_REQUEST, "the first message must be auth")
-            await self._send_now(p.encode_error(msg))
-            await self._close(p.PROTOCOL_ERROR, "expected auth")
-            return None
-        try:
-            return verify(self.cfg.jwt_secret, msg.token, leeway=self.cfg.leeway)
-        except AuthError as exc:
-            log.info("session %s: token refused (%s)", self.session, exc.reason)
-            code = p.TOKEN_EXPIRED if exc.reason == "expired" else p.AUTH_FAILED
-            await self._close(code, str(exc))
-            return None
-
-    async def _serve(self, link: ClientLink, grant: Grant) -> int:
-        async with asyncio.TaskGroup() as tg:
-            helpers = [
-                tg.create_task(self._guard(link, self._read(link, grant))),
-                tg.create_task(self._guard(link, self._expire(link, grant))),
-            ]
-            if self.cfg.heartbeat > 0:
-                helpers.append(tg.create_task(self._guard(link, self._heartbeat(link))))
-            try:
-                return await link.run(self.ws.send_text, self.cfg.send_timeout)
-            except (WebSocketDisconnect, OSError):
-                return PEER_GONE
-            finally:
-                for task in helpers:
-                    task.cancel()
-
-    async def _guard(self, link: ClientLink, work: Coroutine[Any, Any, None]) -> None:
-        """Run a helper; an unexpected failure closes the connection with 1011."""
-        try:
-            await work
-        except Exception as exc:
-            log.error("session %s failed: %s", self.session, redact(repr(exc)))
-            link.close(p.INTERNAL_ERROR)
-
-    async def _expire(self, link: ClientLink, grant: Grant) -> None:
-        # The same leeway as verify(): a token accepted at its edge is not cut off at once.
-        await asyncio.sleep(max(0.0, grant.expires_at + self.cfg.leeway - time.time()))
-        link.close(p.TOKEN_EXPIRED)
-
-    async def _heartbeat(self, link: ClientLink) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.heartbeat)
-            link.put(p.encode_heartbeat(time.time()))
-
-    async def _read(self, link: ClientLink, grant: Grant) -> None:
-        while link.close_code is None:
-            data = _payload(await self.ws.receive())
-            if data is None:
-                link.close(PEER_GONE)
-                return
-            if self._too_big(data):
-                link.close(p.MESSAGE_TOO_BIG)
-                return
-            link.put(await self._handle(p.parse(data), link, grant))
-
-    async def _handle(
-        self, msg: p.ClientMessage | p.ProtocolError, link: ClientLink, grant: Grant
-    ) -> str:
-        """The reply to one client message. Queue it at once: subscribe's ordering relies on it."""
-        if isinstance(msg, p.ProtocolError):
-            return p.encode_error(msg)
-        if isinstance(msg, p.Ping):
-            return p.encode_pong(msg.id)
-        if isinstance(msg, p.Auth):
-            error = p.ProtocolError(p.E_ALREADY_AUTHENTICATED, "already authenticated")
-            return p.encode_error(error)
-        if isinstance(msg, p.Unsubscribe):
-            self.channels.difference_update(msg.channels)
-            await self.hub.unsubscribe_many(link, msg.channels)
-            return p.encode_unsubscribed(msg.id, msg.channels)
-        forbidden = [c for c in msg.channels if not granted(c, grant.channels)]
-        if forbidden:
-            text = f"the token does not grant {forbidden[0]}"
-            return p.encode_error(p.ProtocolError(p.E_FORBIDDEN, text, msg.id))
-        new = [c for c in msg.channels if c not in self.channels]
-        if len(self.channels) + len(new) > self.cfg.max_channels:
-            text = f"at most {self.cfg.max_channels} channels per connection"
-            return p.encode_error(p.ProtocolError(p.E_TOO_MANY_CHANNELS, text, msg.id))
-        try:
-            await self.hub.subscribe_many(link, new)
-        except BrokerError as exc:
-            log.warning("session %s: subscribe failed: %s", self.session, redact(str(exc)))
-            text = "the broker is unavailable, retry later"
-            return p.encode_error(p.ProtocolError(p.E_UNAVAILABLE, text, msg.id))
-        self.channels.update(new)
-        return p.encode_subscribed(msg.id, msg.channels)
-
-    async def _send_now(self, frame: str) -> None:
-        """Send outside the link (before authentication there is none)."""
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self.ws.send_text(frame)
-        except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
-            pass
-
-    async def _close(self, code: int, reason: str = "") -> None:
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self.ws.close(code, reason)
-        except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
-            # The client is gone or not reading; returning lets the server drop the socket.
-            pass

@@ -13,32 +13,53 @@ from typing import Any, Union
 
 import orjson
 
+from bridge.brokers.base import EPOCH_RE, OFFSET_RE
 from bridge.channels import is_valid_channel
 
-# Close codes. docs/protocol.md groups them by what a client should do next.
+# Close codes. docs/protocol.md groups them by what a client should do next (CLOSE_ADVICE).
 NORMAL = 1000  # the client asked to close
 GOING_AWAY = 1001  # server leaving for good on this address: reconnect, maybe elsewhere
-POLICY_VIOLATION = 1008  # refused by policy (e.g. Origin): fix the client, do not loop
+POLICY_VIOLATION = 1008  # refused by policy: fix the client, do not loop
 MESSAGE_TOO_BIG = 1009  # a client message exceeded the limit: fix the client
 INTERNAL_ERROR = 1011  # server fault: reconnect with backoff
 SERVICE_RESTART = 1012  # server restarting: reconnect and resume
+TRY_AGAIN_LATER = 1013  # too many connections from this address: reconnect with backoff
 PROTOCOL_ERROR = 4000  # bad or unexpected first message: fix the client
 AUTH_FAILED = 4001  # forged or malformed token: do not retry with the same token
 AUTH_TIMEOUT = 4002  # no auth message in time: reconnect with backoff
 TOKEN_EXPIRED = 4003  # get a new token, then reconnect
+TOKEN_REVOKED = 4004  # the token was revoked: get a new token, then reconnect
 SLOW_CONSUMER = 4008  # the client read too slowly: reconnect with backoff and resume
+CLIENT_IDLE = 4009  # the client sent nothing for too long: reconnect with backoff and resume
 
-RECONNECT_NOW = frozenset({GOING_AWAY, SERVICE_RESTART})
-NEW_TOKEN = frozenset({AUTH_FAILED, TOKEN_EXPIRED})
+#: What a client should do after each close code: ``"now"`` (reconnect at once and resume),
+#: ``"backoff"`` (reconnect with exponential backoff and resume), ``"new_token"`` (reconnect
+#: only with a new token), ``"never"`` (a client or configuration bug: do not reconnect).
+#: Codes not listed (1006 included) mean ``"backoff"``.
+CLOSE_ADVICE: dict[int, str] = {
+    GOING_AWAY: "now",
+    SERVICE_RESTART: "now",
+    NORMAL: "backoff",
+    INTERNAL_ERROR: "backoff",
+    TRY_AGAIN_LATER: "backoff",
+    AUTH_TIMEOUT: "backoff",
+    SLOW_CONSUMER: "backoff",
+    CLIENT_IDLE: "backoff",
+    AUTH_FAILED: "new_token",
+    TOKEN_EXPIRED: "new_token",
+    TOKEN_REVOKED: "new_token",
+    PROTOCOL_ERROR: "never",
+    POLICY_VIOLATION: "never",
+    MESSAGE_TOO_BIG: "never",
+}
+RECONNECT_NOW = frozenset(c for c, a in CLOSE_ADVICE.items() if a == "now")
+NEW_TOKEN = frozenset(c for c, a in CLOSE_ADVICE.items() if a == "new_token")
+NEVER = frozenset(c for c, a in CLOSE_ADVICE.items() if a == "never")
 
 
 def reconnect_advice(code: int) -> str:
-    """``"now"``, ``"new_token"`` or ``"backoff"``: what a client should do after ``code``."""
-    if code in RECONNECT_NOW:
-        return "now"
-    if code in NEW_TOKEN:
-        return "new_token"
-    return "backoff"
+    """``"now"``, ``"backoff"``, ``"new_token"`` or ``"never"``: see :data:`CLOSE_ADVICE`."""
+    return CLOSE_ADVICE.get(code, "backoff")
 
 
 # Error codes carried by {"type":"error"} replies.
@@ -50,6 +71,12 @@ E_FORBIDDEN = "forbidden"  # the token does not grant the channel
 E_TOO_MANY_CHANNELS = "too_many_channels"
 E_ALREADY_AUTHENTICATED = "already_authenticated"
 E_UNAVAILABLE = "unavailable"  # the broker did not answer; retry later
+E_TOKEN_REFUSED = "token_refused"  # renew: the new token does not verify (old grant kept)
+E_SUB_MISMATCH = "sub_mismatch"  # renew: the new token names another subject (old grant kept)
+E_TOKEN_REVOKED = "token_revoked"  # renew: the new token is revoked (old grant kept)
+
+# Reasons carried by {"type":"gap"}: the broker's replay statuses, and the broker failing.
+GAP_UNAVAILABLE = "unavailable"
 
 MAX_ID_LENGTH = 64
 ClientId = Union[str, int, None]
@@ -64,6 +91,14 @@ class Auth:
 class Subscribe:
     id: ClientId
     channels: tuple[str, ...]
+    #: ``(channel, epoch, offset)`` for each channel the client resumes, in request order.
+    resume: tuple[tuple[str, str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Renew:
+    id: ClientId
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +121,7 @@ class ProtocolError:
     id: ClientId = None
 
 
-ClientMessage = Union[Auth, Subscribe, Unsubscribe, Ping]
+ClientMessage = Union[Auth, Subscribe, Unsubscribe, Ping, Renew]
 
 
 def _read_id(obj: dict[str, Any]) -> ClientId | ProtocolError:
@@ -116,6 +151,29 @@ def _read_channels(obj: dict[str, Any], cid: ClientId) -> tuple[str, ...] | Prot
     return tuple(dict.fromkeys(channels))  # de-duplicated, order kept
 
 
+def _read_resume(
+    obj: dict[str, Any], channels: tuple[str, ...], cid: ClientId
+) -> tuple[tuple[str, str, str], ...] | ProtocolError:
+    resume = obj.get("resume")
+    if resume is None:
+        return ()
+    if not isinstance(resume, dict):
+        return ProtocolError(E_BAD_REQUEST, "'resume' must be an object", cid)
+    out = []
+    for channel, position in resume.items():
+        if channel not in channels:
+            return ProtocolError(E_BAD_REQUEST, "'resume' names a channel not in 'channels'", cid)
+        if not isinstance(position, dict):
+            return ProtocolError(E_BAD_REQUEST, "'resume' values must be objects", cid)
+        epoch, offset = position.get("epoch"), position.get("offset")
+        if not isinstance(epoch, str) or not EPOCH_RE.fullmatch(epoch):
+            return ProtocolError(E_BAD_REQUEST, "'resume' needs a valid 'epoch'", cid)
+        if not isinstance(offset, str) or not OFFSET_RE.fullmatch(offset):
+            return ProtocolError(E_BAD_REQUEST, "'resume' needs a valid 'offset'", cid)
+        out.append((channel, epoch, offset))
+    return tuple(out)
+
+
 def parse(data: str | bytes) -> ClientMessage | ProtocolError:
     """One client frame (text or binary, UTF-8 JSON) as a message, or why it is refused."""
     try:
@@ -128,16 +186,21 @@ def parse(data: str | bytes) -> ClientMessage | ProtocolError:
     if isinstance(cid, ProtocolError):
         return cid
     kind = obj.get("type")
-    if kind == "auth":
+    if kind == "auth" or kind == "renew":
         token = obj.get("token")
         if not isinstance(token, str) or not token:
             return ProtocolError(E_BAD_REQUEST, "'token' must be a non-empty string", cid)
-        return Auth(token)
+        return Auth(token) if kind == "auth" else Renew(cid, token)
     if kind == "subscribe" or kind == "unsubscribe":
         channels = _read_channels(obj, cid)
         if isinstance(channels, ProtocolError):
             return channels
-        return Subscribe(cid, channels) if kind == "subscribe" else Unsubscribe(cid, channels)
+        if kind == "unsubscribe":
+            return Unsubscribe(cid, channels)
+        resume = _read_resume(obj, channels, cid)
+        if isinstance(resume, ProtocolError):
+            return resume
+        return Subscribe(cid, channels, resume)
     if kind == "ping":
         return Ping(cid)
     if not isinstance(kind, str):
@@ -149,24 +212,46 @@ def _dumps(obj: dict[str, Any]) -> str:
     return orjson.dumps(obj).decode()
 
 
-def encode_welcome(*, sub: str, expires_at: float, session: str, heartbeat: float) -> str:
+def encode_welcome(
+    *, sub: str, expires_at: float, session: str, heartbeat: float, expiry_grace: float = 0.0,
+    idle_timeout: float = 0.0,
+) -> str:
     return _dumps(
         {
             "type": "welcome",
             "sub": sub,
             "expires_at": expires_at,
+            "expiry_grace": expiry_grace,
             "session": session,
             "heartbeat": heartbeat,
+            "idle_timeout": idle_timeout,
         }
     )
 
 
-def encode_subscribed(cid: ClientId, channels: tuple[str, ...] | list[str]) -> str:
-    return _dumps({"type": "subscribed", "id": cid, "channels": list(channels)})
+def encode_subscribed(
+    cid: ClientId, channels: tuple[str, ...] | list[str], epochs: dict[str, str] | None = None
+) -> str:
+    return _dumps(
+        {"type": "subscribed", "id": cid, "channels": list(channels), "epochs": epochs or {}}
+    )
 
 
-def encode_unsubscribed(cid: ClientId, channels: tuple[str, ...] | list[str]) -> str:
-    return _dumps({"type": "unsubscribed", "id": cid, "channels": list(channels)})
+def encode_unsubscribed(
+    cid: ClientId, channels: tuple[str, ...] | list[str], reason: str | None = None
+) -> str:
+    obj: dict[str, Any] = {"type": "unsubscribed", "id": cid, "channels": list(channels)}
+    if reason is not None:
+        obj["reason"] = reason
+    return _dumps(obj)
+
+
+def encode_renewed(cid: ClientId, expires_at: float) -> str:
+    return _dumps({"type": "renewed", "id": cid, "expires_at": expires_at})
+
+
+def encode_gap(channel: str, reason: str, epoch: str | None) -> str:
+    return _dumps({"type": "gap", "channel": channel, "reason": reason, "epoch": epoch})
 
 
 def encode_pong(cid: ClientId) -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.brokers.base import Broker, offset_key
+from bridge.brokers.base import EPOCH_RE, Broker, Replay, ReplayStatus, offset_key
 from bridge.brokers.memory import MemoryBroker
 from bridge.brokers.redis import RedisBroker
 from bridge.events import Event, EventType, envelope
@@ -52,21 +54,32 @@ async def delete_prefix(prefix: str) -> None:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
+async def brokers(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, Broker]]:
+    """Two brokers sharing one backend, as two callbridge processes share one Redis and prefix.
+
+    ``memory://`` is one process by design: both are the same instance.
+    """
     if request.param == "memory":
         memory = MemoryBroker(history_length=HISTORY)
         await memory.start()
-        yield memory
+        yield memory, memory
         await memory.close()
         return
     prefix = f"test-{uuid.uuid4().hex}:"
-    backend = RedisBroker(REDIS_URL, prefix=prefix, history_length=HISTORY)
-    await backend.start()
+    pair = [RedisBroker(REDIS_URL, prefix=prefix, history_length=HISTORY) for _ in range(2)]
     try:
-        yield backend
+        for backend in pair:
+            await backend.start()
+        yield pair[0], pair[1]
     finally:
-        await backend.close()
+        for backend in pair:
+            await backend.close()
         await delete_prefix(prefix)
+
+
+@pytest.fixture
+def broker(brokers: tuple[Broker, Broker]) -> Broker:
+    return brokers[0]
 
 
 @pytest.fixture
@@ -108,13 +121,14 @@ async def test_handler_gets_envelope_frames_of_subscribed_channels_only(
     # A later event on a subscribed channel: anything about calls:other would arrive before it.
     (marker,) = await broker.publish(["calls:acme"], second)
     got = await collector.until(3)
+    acme, ext = await broker.epoch("calls:acme"), await broker.epoch("calls:acme:101")
     assert sorted(got[:2]) == sorted(
         [
-            ("calls:acme", offsets[0], envelope("calls:acme", offsets[0], first)),
-            ("calls:acme:101", offsets[2], envelope("calls:acme:101", offsets[2], first)),
+            ("calls:acme", offsets[0], envelope("calls:acme", acme, offsets[0], first)),
+            ("calls:acme:101", offsets[2], envelope("calls:acme:101", ext, offsets[2], first)),
         ]
     )
-    assert got[2:] == [("calls:acme", marker, envelope("calls:acme", marker, second))]
+    assert got[2:] == [("calls:acme", marker, envelope("calls:acme", acme, marker, second))]
 
 
 async def test_unsubscribe_stops_delivery(broker: Broker, collector: Collector) -> None:
@@ -157,7 +171,8 @@ async def test_history_pages_after_an_offset(broker: Broker) -> None:
     events = [event_json(n) for n in range(6)]
     offsets = [(await broker.publish(["calls:acme"], e))[0] for e in events]
     await broker.publish(["calls:other"], event_json(99))
-    expected = [(o, envelope("calls:acme", o, e)) for o, e in zip(offsets, events)]
+    epoch = await broker.epoch("calls:acme")
+    expected = [(o, envelope("calls:acme", epoch, o, e)) for o, e in zip(offsets, events)]
 
     assert await broker.history("calls:acme", None, 100) == expected
     assert await broker.history("calls:acme", None, 2) == expected[:2]
@@ -183,8 +198,131 @@ async def test_frames_of_history_equal_live_frames(broker: Broker, collector: Co
     (offset,) = await broker.publish(["calls:acme:101"], payload)
     (live,) = await collector.until(1)
     assert await broker.history("calls:acme:101", None, 10) == [(offset, live[2])]
-    assert live == ("calls:acme:101", offset, envelope("calls:acme:101", offset, payload))
+    epoch = await broker.epoch("calls:acme:101")
+    assert live == ("calls:acme:101", offset, envelope("calls:acme:101", epoch, offset, payload))
 
 
 async def test_ping(broker: Broker) -> None:
     await broker.ping()
+
+
+# -- epochs and replay ----------------------------------------------------------------------------
+
+
+async def test_epoch_is_stable_and_carried_by_every_frame(
+    brokers: tuple[Broker, Broker], collector: Collector
+) -> None:
+    broker, other = brokers
+    before = await broker.epoch("calls:acme")
+    assert EPOCH_RE.fullmatch(before)
+    await broker.subscribe("calls:acme")
+    (offset,) = await other.publish(["calls:acme"], event_json())
+    ((_, delivered, frame),) = await collector.until(1)
+    assert delivered == offset and orjson.loads(frame)["epoch"] == before
+    assert await broker.epoch("calls:acme") == before
+    assert await other.epoch("calls:acme") == before
+    assert [f for _, f in await broker.history("calls:acme", None, 10)] == [frame]
+    assert await broker.epoch("calls:other") != "" and EPOCH_RE.fullmatch(
+        await broker.epoch("calls:other")
+    )
+
+
+async def test_replay_pages_through_the_gap_with_a_complete_flag(broker: Broker) -> None:
+    events = [event_json(n) for n in range(7)]
+    offsets = [(await broker.publish(["calls:acme"], e))[0] for e in events]
+    epoch = await broker.epoch("calls:acme")
+    expected = [(o, envelope("calls:acme", epoch, o, e)) for o, e in zip(offsets, events)]
+
+    pages: list[Replay] = []
+    after = offsets[0]
+    while not pages or not pages[-1].complete:
+        page = await broker.replay("calls:acme", epoch=epoch, after=after, limit=4)
+        assert page.status is ReplayStatus.OK and page.epoch == epoch
+        pages.append(page)
+        after = page.items[-1][0] if page.items else after
+        assert len(pages) < 10
+    assert [item for page in pages for item in page.items] == expected[1:]
+    assert [len(page.items) for page in pages] == [4, 2]
+
+    exact = await broker.replay("calls:acme", epoch=epoch, after=offsets[2], limit=4)
+    assert (exact.items, exact.complete) == (expected[3:], True)
+    caught_up = await broker.replay("calls:acme", epoch=epoch, after=offsets[-1], limit=4)
+    assert (caught_up.status, caught_up.items, caught_up.complete) == (ReplayStatus.OK, [], True)
+    fresh = await broker.replay("calls:acme", epoch=epoch, after="0-0", limit=100)
+    assert fresh.items == expected
+
+
+async def test_replay_of_another_epoch_is_refused(broker: Broker) -> None:
+    (offset,) = await broker.publish(["calls:acme"], event_json())
+    await broker.publish(["calls:acme"], event_json())
+    epoch = await broker.epoch("calls:acme")
+    stale = "old" + epoch[:8]
+    result = await broker.replay("calls:acme", epoch=stale, after=offset, limit=10)
+    assert result == Replay(ReplayStatus.EPOCH_CHANGED, epoch)
+
+
+async def test_replay_after_an_offset_older_than_max_age_is_too_old(broker: Broker) -> None:
+    (offset,) = await broker.publish(["calls:acme"], event_json())
+    epoch = await broker.epoch("calls:acme")
+    hour_old = f"{int(time.time() * 1000) - 3_600_000}-0"
+    result = await broker.replay("calls:acme", epoch=epoch, after=hour_old, limit=10, max_age=60)
+    assert result == Replay(ReplayStatus.TOO_OLD, epoch)
+    recent = await broker.replay("calls:acme", epoch=epoch, after=offset, limit=10, max_age=60)
+    assert (recent.status, recent.items) == (ReplayStatus.OK, [])
+    # The epoch check comes first.
+    other = await broker.replay("calls:acme", epoch="x" + epoch, after=hour_old, limit=1,
+                                max_age=60)
+    assert other.status is ReplayStatus.EPOCH_CHANGED
+
+
+async def test_replay_past_the_history_length_is_trimmed_never_partial(broker: Broker) -> None:
+    total = HISTORY + 350  # several Redis stream nodes, so approximate trimming drops some
+    offsets = [(await broker.publish(["calls:acme"], event_json(n)))[0] for n in range(total)]
+    epoch = await broker.epoch("calls:acme")
+    kept = [offset for offset, _ in await broker.history("calls:acme", None, total)]
+    assert HISTORY <= len(kept) < total and kept == offsets[-len(kept) :]
+
+    statuses = []
+    for index, after in enumerate(["0-0", *offsets]):
+        result = await broker.replay("calls:acme", epoch=epoch, after=after, limit=total)
+        statuses.append(result.status)
+        if result.status is ReplayStatus.OK:
+            # Covered: exactly every event after the offset, nothing missing.
+            assert (result.complete, [o for o, _ in result.items]) == (True, offsets[index:])
+        else:
+            assert result == Replay(ReplayStatus.TRIMMED, epoch), after
+    # Every offset before the newest dropped one is refused; every kept one is covered. (The
+    # newest dropped offset itself is covered where the backend knows it, refused otherwise.)
+    dropped = total - len(kept)
+    assert set(statuses[:dropped]) == {ReplayStatus.TRIMMED}
+    assert set(statuses[dropped + 1 :]) == {ReplayStatus.OK}
+
+
+async def test_replay_rejects_a_malformed_offset(broker: Broker) -> None:
+    epoch = await broker.epoch("calls:acme")
+    with pytest.raises(ValueError):
+        await broker.replay("calls:acme", epoch=epoch, after="latest", limit=1)
+
+
+# -- de-duplication ------------------------------------------------------------------------------
+
+
+async def test_publish_of_a_seen_event_id_is_dropped_across_instances(
+    brokers: tuple[Broker, Broker], collector: Collector
+) -> None:
+    broker, other = brokers
+    await broker.subscribe("calls:acme")
+    event_id = uuid.uuid4().hex
+    payload = event_json()
+    first = await broker.publish(["calls:acme", "calls:acme:101"], payload, event_id=event_id)
+    assert first is not None and len(first) == 2
+    assert await other.publish(["calls:acme", "calls:acme:101"], payload, event_id=event_id) is None
+    assert await broker.publish(["calls:acme"], payload, event_id=event_id) is None
+    (marker,) = await other.publish(["calls:acme"], event_json(), event_id=uuid.uuid4().hex)
+    got = await collector.until(2)
+    assert [o for _, o, _ in got] == [first[0], marker]
+    assert [o for o, _ in await broker.history("calls:acme", None, 10)] == [first[0], marker]
+    assert [o for o, _ in await other.history("calls:acme:101", None, 10)] == [first[1]]
+    # Without an id nothing is de-duplicated.
+    assert await broker.publish(["calls:acme"], payload) is not None
+    assert await broker.publish(["calls:acme"], payload) is not None

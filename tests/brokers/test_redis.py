@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
+import os
 import shutil
 import traceback
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.brokers.base import BrokerError
+from bridge.brokers.base import BrokerError, ReplayStatus
 from bridge.brokers.redis import RedisBroker
+from bridge.brokers.redis_pubsub import Probe
 from bridge.brokers.redis_wire import display_url, frame_offset
 from bridge.events import Event, EventType, envelope
+from tests.redis_server import private_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Safety net only: every wait ends as soon as what it awaits happens. Scale it on a slow
@@ -74,24 +76,47 @@ async def until(predicate: object, what: str) -> None:
 
 
 def test_frame_offset_reads_the_offset_of_an_envelope() -> None:
-    frame = envelope("calls:acme:101", "1714557600000-12", b'{"offset":"9-9"}')
+    frame = envelope("calls:acme:101", "a1b2c3", "1714557600000-12", b'{"offset":"9-9"}')
     assert frame_offset(frame, b"calls:acme:101") == "1714557600000-12"
 
 
 @pytest.mark.parametrize(
     "frame",
     [
-        envelope("calls:other", "1-0", b"{}"),  # another channel's frame
-        envelope("calls:acme", "1-0", b"{}")[:51],  # cut inside the offset
-        b'{"type":"event","channel":"calls:acme","offset":"x-0","event":{}}',
-        b'{"channel":"calls:acme","type":"event","offset":"1-0","event":{}}',
-        b'{"type":"event","channel":"calls:acme","offset":"1-0"}',
+        envelope("calls:other", "e1", "1-0", b"{}"),  # another channel's frame
+        envelope("calls:acme", "e1", "1-0", b"{}")[:65],  # cut inside the offset
+        envelope("calls:acme", "e1", "1-0", b"{}")[:50],  # cut inside the epoch
+        envelope("calls:acme", "e-1", "1-0", b"{}"),  # not an epoch name
+        b'{"type":"event","channel":"calls:acme","epoch":"e1","offset":"x-0","event":{}}',
+        b'{"type":"event","channel":"calls:acme","offset":"1-0","event":{}}',  # no epoch
+        b'{"channel":"calls:acme","type":"event","epoch":"e1","offset":"1-0","event":{}}',
+        b'{"type":"event","channel":"calls:acme","epoch":"e1","offset":"1-0"}',
         b"hello",
         b"",
     ],
 )
 def test_frame_offset_rejects_other_messages(frame: bytes) -> None:
     assert frame_offset(frame, b"calls:acme") is None
+
+
+def test_probe_clock_sends_waits_and_fails_without_io() -> None:
+    probe = Probe(interval=5.0, timeout=2.0)
+    probe.reset(100.0)
+    action, payload = probe.step(100.0)
+    assert action == "send"
+    probe.sent(100.1)
+    assert probe.step(101.0) == ("wait", pytest.approx(1.1))
+    probe.received(b"not the payload")
+    probe.received(payload)
+    assert probe.last_ok is not None and probe.failures == 0
+    assert probe.step(101.0) == ("wait", pytest.approx(4.0))  # next one 5 s after the first
+    action, second = probe.step(105.0)
+    assert action == "send" and second != payload
+    probe.sent(105.0)
+    probe.received(payload)  # a late answer to the old probe does not count
+    assert probe.step(107.0) == ("fail", 0.0)
+    assert probe.failures == 1
+    assert Probe(interval=None, timeout=2.0).step(0.0)[0] == "wait"
 
 
 def test_display_url_has_no_credentials() -> None:
@@ -117,18 +142,23 @@ async def test_plain_subscriber_gets_the_envelope_and_stream_holds_the_event(
     await pubsub.aclose()
 
     assert message["channel"] == (prefix + "calls:acme").encode()
+    epoch = (await client.get(prefix + "{calls:acme}:epoch")).decode()
     # The Lua script builds the frame byte for byte as bridge.events.envelope() does.
-    assert message["data"] == envelope("calls:acme", offsets[0], payload)
+    assert message["data"] == envelope("calls:acme", epoch, offsets[0], payload)
     parsed = orjson.loads(message["data"])
     assert parsed["event"] == orjson.loads(payload)
-    assert (parsed["type"], parsed["channel"], parsed["offset"]) == (
+    assert (parsed["type"], parsed["channel"], parsed["epoch"], parsed["offset"]) == (
         "event",
         "calls:acme",
+        await broker.epoch("calls:acme"),
         offsets[0],
     )
     for channel, offset in zip(["calls:acme", "calls:acme:101"], offsets):
-        entries = await client.xrange(f"{prefix}stream:{channel}")
+        # Hash-tagged keys: a channel's stream and epoch share one cluster slot.
+        entries = await client.xrange(prefix + "{" + channel + "}:stream")
         assert entries == [(offset.encode(), {b"e": payload})]
+        assert await client.ttl(prefix + "{" + channel + "}:stream") == -1
+        assert await client.ttl(prefix + "{" + channel + "}:epoch") == -1
 
 
 @pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli not installed")
@@ -201,13 +231,21 @@ async def test_reader_recovers_after_its_connection_is_killed(
 
 
 class Proxy:
-    """A loopback TCP relay to the test Redis that can drop every connection and refuse new ones."""
+    """A loopback TCP relay to a Redis server, for faults a real network has.
 
-    def __init__(self) -> None:
+    :meth:`stop` drops every connection and refuses new ones; :meth:`mute_subscribers` makes
+    every connection that has sent a SUBSCRIBE stop receiving anything, while staying open: a
+    subscription that died silently.
+    """
+
+    def __init__(self, upstream_port: int = 6379) -> None:
         self.port = 0
+        self._upstream = upstream_port
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._subscribers: set[asyncio.StreamWriter] = set()
+        self._muted: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -221,11 +259,15 @@ class Proxy:
         await self._server.wait_closed()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def mute_subscribers(self) -> int:
+        self._muted |= self._subscribers
+        return len(self._subscribers)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
         self._writers.update((writer, up_writer))
         pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(reader, up_writer, watch=writer)),
             asyncio.create_task(self._pipe(up_reader, writer)),
         ]
         self._tasks.update(pipes)
@@ -234,9 +276,18 @@ class Proxy:
             w.close()
             self._writers.discard(w)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        watch: asyncio.StreamWriter | None = None,
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if watch is not None and b"SUBSCRIBE" in data.upper():
+                    self._subscribers.add(watch)
+                if writer in self._muted:
+                    continue  # read and dropped: the connection looks alive but says nothing
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -297,8 +348,184 @@ async def test_close_is_idempotent_and_stops_delivery(
     await broker.subscribe("calls:acme")
     await broker.close()
     await broker.close()
-    await client.publish(prefix + "calls:acme", envelope("calls:acme", "1-0", b"{}"))
+    await client.publish(prefix + "calls:acme", envelope("calls:acme", "e1", "1-0", b"{}"))
     assert await client.pubsub_numsub(prefix + "calls:acme") == [
         ((prefix + "calls:acme").encode(), 0)
     ]
     assert got == []
+
+
+async def test_probe_repairs_a_subscription_that_went_silent(prefix: str, cleanup: None) -> None:
+    proxy = Proxy()
+    await proxy.start()
+    broker = RedisBroker(
+        f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, probe_interval=0.05, probe_timeout=0.5
+    )
+    got: list[tuple[str, str, bytes]] = []
+    broker.set_handler(lambda *delivery: got.append(delivery))
+    try:
+        await broker.start()
+        await broker.subscribe("calls:acme")
+        await until(lambda: broker.health()["last_probe_ok"] is not None, "a first probe")
+        assert proxy.mute_subscribers() == 1
+        (lost,) = await broker.publish(["calls:acme"], event_json("lost"))
+        await until(lambda: broker.health()["probe_failures"] == 1, "the silence noticed")
+        await until(lambda: broker.health()["state"] == "connected" and broker.reconnects == 1,
+                    "the subscription re-established")
+        (after,) = await broker.publish(["calls:acme"], event_json("after"))
+        await until(lambda: len(got) == 1, "delivery on the new connection")
+        assert [o for _, o, _ in got] == [after]  # the muted one is in history for resume
+        epoch = await broker.epoch("calls:acme")
+        replay = await broker.replay("calls:acme", epoch=epoch, after="0-0", limit=10)
+        assert [o for o, _ in replay.items] == [lost, after]
+        health = broker.health()
+        assert health["subscriptions"] == 1 and health["probe_failures"] == 1
+    finally:
+        await broker.close()
+        await proxy.stop()
+
+
+async def test_health_reports_probes_and_subscriptions(broker: RedisBroker) -> None:
+    assert set(broker.health()) == {
+        "state", "reconnects", "probe_failures", "last_probe_ok", "subscriptions"
+    }
+    await broker.subscribe("calls:acme")
+    await broker.subscribe("system:acme")
+    health = broker.health()
+    assert (health["state"], health["subscriptions"], health["probe_failures"]) == (
+        "connected", 2, 0
+    )
+
+
+async def test_dedup_mark_expires_with_the_window(
+    prefix: str, cleanup: None, client: aioredis.Redis
+) -> None:
+    broker = RedisBroker(REDIS_URL, prefix=prefix, dedup_window=30.0)
+    await broker.start()
+    try:
+        assert await broker.publish(["calls:acme"], event_json(), event_id="ev-1") is not None
+        ttl = await client.pttl(prefix + "seen:ev-1")
+        assert 0 < ttl <= 30_000
+        await client.delete(prefix + "seen:ev-1")  # the window passed
+        assert await broker.publish(["calls:acme"], event_json(), event_id="ev-1") is not None
+        # A mark alone (no channels) still de-duplicates.
+        assert await broker.publish([], event_json(), event_id="ev-2") == []
+        assert await broker.publish(["calls:acme"], event_json(), event_id="ev-2") is None
+    finally:
+        await broker.close()
+
+
+async def test_no_history_keeps_nothing_and_refuses_older_offsets(
+    prefix: str, cleanup: None
+) -> None:
+    broker = RedisBroker(REDIS_URL, prefix=prefix, history_length=0)
+    await broker.start()
+    try:
+        offsets = [(await broker.publish(["calls:acme"], event_json()))[0] for _ in range(3)]
+        epoch = await broker.epoch("calls:acme")
+        assert await broker.history("calls:acme", None, 10) == []
+        latest = await broker.replay("calls:acme", epoch=epoch, after=offsets[-1], limit=10)
+        assert (latest.status, latest.items) == (ReplayStatus.OK, [])
+        for after in ("0-0", offsets[0], offsets[1]):
+            result = await broker.replay("calls:acme", epoch=epoch, after=after, limit=10)
+            assert result.status is ReplayStatus.TRIMMED
+    finally:
+        await broker.close()
+
+
+# -- a private Redis: flushes, restarts, what the broker writes ------------------------------------
+
+
+async def test_epoch_changes_when_redis_loses_its_data() -> None:
+    async with private_redis() as server:
+        broker = RedisBroker(server.url, prefix="cb:", connect_timeout=1.0, socket_timeout=1.0)
+        got: list[tuple[str, str, bytes]] = []
+        broker.set_handler(lambda *delivery: got.append(delivery))
+        await broker.start()
+        try:
+            await broker.subscribe("calls:acme")
+            (first,) = await broker.publish(["calls:acme"], event_json())
+            await until(lambda: len(got) == 1, "delivery")
+            old = orjson.loads(got[0][2])["epoch"]
+            assert old == await broker.epoch("calls:acme")
+
+            plain = aioredis.Redis.from_url(server.url)
+            await plain.flushall()
+            await plain.aclose()
+            (second,) = await broker.publish(["calls:acme"], event_json())
+            await until(lambda: len(got) == 2, "delivery after the flush")
+            flushed = orjson.loads(got[1][2])["epoch"]
+            assert flushed != old and flushed == await broker.epoch("calls:acme")
+            stale = await broker.replay("calls:acme", epoch=old, after=first, limit=10)
+            assert (stale.status, stale.epoch) == (ReplayStatus.EPOCH_CHANGED, flushed)
+
+            await server.restart()  # no persistence: comes back empty
+            await until(lambda: broker.state == "connected" and broker.reconnects >= 1,
+                        "reconnect after the restart")
+            third = None
+            async with asyncio.timeout(WAIT):
+                while third is None:  # the pool's first command may meet a dead connection
+                    try:
+                        (third,) = await broker.publish(["calls:acme"], event_json())
+                    except BrokerError:
+                        await asyncio.sleep(0.05)
+            await until(lambda: len(got) == 3, "delivery after the restart")
+            restarted = orjson.loads(got[2][2])["epoch"]
+            assert restarted not in (old, flushed)
+            again = await broker.replay("calls:acme", epoch=flushed, after=second, limit=10)
+            assert again.status is ReplayStatus.EPOCH_CHANGED
+            now = await broker.replay("calls:acme", epoch=restarted, after="0-0", limit=10)
+            assert [o for o, _ in now.items] == [third]
+        finally:
+            await broker.close()
+
+
+async def test_broker_writes_only_under_its_prefix() -> None:
+    async with private_redis() as server:
+        broker = RedisBroker(server.url, prefix="tenant-a:", probe_interval=0.05)
+        await broker.start()
+        plain = aioredis.Redis.from_url(server.url)
+        try:
+            await broker.subscribe("calls:acme")
+            await broker.publish(["calls:acme", "system:acme"], event_json(), event_id="x1")
+            await broker.epoch("calls:other")
+            await until(lambda: broker.health()["last_probe_ok"] is not None, "a probe")
+            keys = await plain.keys("*")
+            channels = await plain.pubsub_channels()
+            assert keys and channels
+            assert all(k.startswith(b"tenant-a:") for k in keys + channels), keys + channels
+            assert any(c.startswith(b"tenant-a:probe:") for c in channels)
+        finally:
+            await plain.aclose()
+            await broker.close()
+
+
+async def test_commands_raise_broker_error_while_redis_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with private_redis() as server:
+        url = server.url.replace("redis://", "redis://:pw-s3cret@")
+        plain = aioredis.Redis.from_url(server.url)
+        await plain.config_set("requirepass", "pw-s3cret")
+        await plain.aclose()
+        broker = RedisBroker(url, prefix="cb:", connect_timeout=0.5, socket_timeout=0.5)
+        await broker.start()
+        try:
+            await server.stop(kill=True)
+            calls = [
+                broker.publish(["calls:acme"], event_json()),
+                broker.publish(["calls:acme"], event_json(), event_id="e"),
+                broker.epoch("calls:acme"),
+                broker.history("calls:acme", None, 10),
+                broker.replay("calls:acme", epoch="e1", after="1-0", limit=10),
+                broker.ping(),
+            ]
+            with caplog.at_level(logging.DEBUG):
+                for call in calls:
+                    with pytest.raises(BrokerError) as raised:
+                        await call
+                    assert "pw-s3cret" not in str(raised.value)
+                    assert str(server.port) in str(raised.value)
+            assert "pw-s3cret" not in caplog.text
+        finally:
+            await broker.close()

@@ -64,3 +64,11 @@ async def run_uvicorn(app: ASGIApp, **config: Any) -> AsyncIterator[RunningServe
 def serve() -> Callable[..., contextlib.AbstractAsyncContextManager[RunningServer]]:
     """``async with serve(app, **uvicorn_config) as running: ...``"""
     return run_uvicorn
+
+
+@pytest.fixture
+def bridge(serve: Any) -> Any:
+    """Start a /ws bridge on a MemoryBroker (or the given broker): see harness.bridge_starter."""
+    from .harness import bridge_starter
+
+    return bridge_starter(serve)

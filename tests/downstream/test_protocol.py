@@ -79,12 +79,20 @@ def decode(frame: str) -> dict[str, Any]:
 
 
 def test_encoders_produce_the_documented_shapes() -> None:
-    assert decode(p.encode_welcome(sub="crm", expires_at=1.5e9, session="s", heartbeat=25)) == {
-        "type": "welcome", "sub": "crm", "expires_at": 1.5e9, "session": "s", "heartbeat": 25}
-    assert decode(p.encode_subscribed("a", ("x:1", "x:2"))) == {
-        "type": "subscribed", "id": "a", "channels": ["x:1", "x:2"]}
+    assert decode(p.encode_welcome(sub="crm", expires_at=1.5e9, session="s", heartbeat=25,
+                                   expiry_grace=10, idle_timeout=75)) == {
+        "type": "welcome", "sub": "crm", "expires_at": 1.5e9, "session": "s", "heartbeat": 25,
+        "expiry_grace": 10, "idle_timeout": 75}
+    assert decode(p.encode_subscribed("a", ("x:1", "x:2"), {"x:1": "e1", "x:2": "e2"})) == {
+        "type": "subscribed", "id": "a", "channels": ["x:1", "x:2"],
+        "epochs": {"x:1": "e1", "x:2": "e2"}}
     assert decode(p.encode_unsubscribed(None, ["x:1"])) == {
         "type": "unsubscribed", "id": None, "channels": ["x:1"]}
+    assert decode(p.encode_unsubscribed(None, ["x:1"], reason="not_granted")) == {
+        "type": "unsubscribed", "id": None, "channels": ["x:1"], "reason": "not_granted"}
+    assert decode(p.encode_renewed(4, 1.6e9)) == {"type": "renewed", "id": 4, "expires_at": 1.6e9}
+    assert decode(p.encode_gap("x:1", "trimmed", "e2")) == {
+        "type": "gap", "channel": "x:1", "reason": "trimmed", "epoch": "e2"}
     assert decode(p.encode_pong(3)) == {"type": "pong", "id": 3}
     assert decode(p.encode_error(p.ProtocolError("forbidden", "no", "q"))) == {
         "type": "error", "id": "q", "code": "forbidden", "message": "no"}
@@ -94,13 +102,33 @@ def test_encoders_produce_the_documented_shapes() -> None:
 
 def test_close_codes_are_distinct_and_grouped() -> None:
     codes = [p.NORMAL, p.GOING_AWAY, p.POLICY_VIOLATION, p.MESSAGE_TOO_BIG, p.INTERNAL_ERROR,
-             p.SERVICE_RESTART, p.PROTOCOL_ERROR, p.AUTH_FAILED, p.AUTH_TIMEOUT,
-             p.TOKEN_EXPIRED, p.SLOW_CONSUMER]
+             p.SERVICE_RESTART, p.TRY_AGAIN_LATER, p.PROTOCOL_ERROR, p.AUTH_FAILED,
+             p.AUTH_TIMEOUT, p.TOKEN_EXPIRED, p.TOKEN_REVOKED, p.SLOW_CONSUMER, p.CLIENT_IDLE]
     assert len(set(codes)) == len(codes)
     assert all(1000 <= c < 1016 or 4000 <= c < 5000 for c in codes)
-    assert p.reconnect_advice(p.SERVICE_RESTART) == "now"
-    assert p.reconnect_advice(p.GOING_AWAY) == "now"
-    assert p.reconnect_advice(p.AUTH_FAILED) == "new_token"
-    assert p.reconnect_advice(p.TOKEN_EXPIRED) == "new_token"
-    for code in (p.SLOW_CONSUMER, p.INTERNAL_ERROR, p.AUTH_TIMEOUT, p.PROTOCOL_ERROR, 1006):
-        assert p.reconnect_advice(code) == "backoff"
+    assert set(p.CLOSE_ADVICE) <= set(codes)
+    groups = {"now": {1001, 1012}, "backoff": {4008, 1011, 1013, 4002, 4009, 1000, 1006},
+              "new_token": {4001, 4003, 4004}, "never": {4000, 1008, 1009}}
+    for advice, members in groups.items():
+        for code in members:
+            assert p.reconnect_advice(code) == advice, code
+    assert p.NEVER == frozenset(groups["never"])
+
+
+def test_subscribe_with_resume() -> None:
+    msg = p.parse(orjson.dumps({"type": "subscribe", "id": 1, "channels": ["a:1", "b:1"],
+                                "resume": {"b:1": {"epoch": "abc", "offset": "17-2"}}}))
+    assert msg == p.Subscribe(1, ("a:1", "b:1"), (("b:1", "abc", "17-2"),))
+    assert p.parse('{"type":"renew","id":"r","token":"a.b.c"}') == p.Renew("r", "a.b.c")
+
+
+@pytest.mark.parametrize(
+    "resume",
+    [[], {"c:1": {"epoch": "abc", "offset": "1-0"}}, {"a:1": "1-0"},
+     {"a:1": {"epoch": "a b", "offset": "1-0"}}, {"a:1": {"epoch": "abc", "offset": "1"}},
+     {"a:1": {"offset": "1-0"}}],
+)
+def test_bad_resume_is_refused(resume: Any) -> None:
+    msg = p.parse(orjson.dumps({"type": "subscribe", "id": 2, "channels": ["a:1"],
+                                "resume": resume}))
+    assert msg == p.ProtocolError(p.E_BAD_REQUEST, msg.message, 2)  # type: ignore[union-attr]

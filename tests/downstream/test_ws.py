@@ -3,108 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import socket
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from starlette.applications import Starlette
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from bridge.auth import mint
-from bridge.brokers.base import Broker
-from bridge.brokers.memory import MemoryBroker
 from bridge.downstream import protocol as p
-from bridge.downstream.endpoint import ws_route
-from bridge.events import Event, EventType
-from bridge.hub import Hub
 
-from .conftest import SCALE, RunningServer
-
-JWT_SECRET = secrets.token_urlsafe(32)
-REDIS_URL = "redis://127.0.0.1:6379/0"
-WAIT = 5.0  # safety net for every wait; each ends as soon as the awaited thing happens
-
-
-@dataclass
-class Bridge:
-    hub: Hub
-    broker: Broker
-    url: str
-
-    async def publish(self, channel: str, pad: int = 0) -> tuple[str, dict[str, Any]]:
-        event = Event(id=uuid.uuid4().hex, type=EventType.CREATED, provider="test",
-                      tenant="acme", occurred_at="2024-05-01T10:00:00.000Z",
-                      detail={"pad": "x" * pad} if pad else None)
-        [offset] = await self.broker.publish([channel], event.to_json())
-        return offset, orjson.loads(event.to_json())
-
-
-StartBridge = Callable[..., contextlib.AbstractAsyncContextManager[Bridge]]
-
-
-@pytest.fixture
-def bridge(serve: Any) -> StartBridge:
-    @contextlib.asynccontextmanager
-    async def start(broker: Broker | None = None, client_queue_bytes: int = 1 << 20,
-                    **route: Any) -> AsyncIterator[Bridge]:
-        broker = broker or MemoryBroker()
-        await broker.start()
-        hub = Hub(broker, client_queue_bytes=client_queue_bytes)
-        settings: dict[str, Any] = {"jwt_secret": JWT_SECRET, "leeway": 0.0,
-                                    "auth_timeout": 5.0, "max_message_bytes": 4096,
-                                    "heartbeat": 30.0}
-        settings.update(route)
-        app = Starlette(routes=[ws_route(hub, **settings)])
-        running: RunningServer
-        try:
-            async with serve(app) as running:
-                yield Bridge(hub, broker, running.ws_url + "/ws")
-        finally:
-            await broker.close()
-    return start
-
-
-def token(*channels: str, **kw: Any) -> str:
-    return mint(JWT_SECRET, sub="crm-1", channels=channels, **kw)
-
-
-async def recv(ws: ClientConnection) -> dict[str, Any]:
-    """The next message that is not a heartbeat."""
-    async with asyncio.timeout(WAIT * SCALE):
-        while True:
-            msg = orjson.loads(await ws.recv())
-            if msg["type"] != "heartbeat":
-                return msg
-
-
-async def close_code(ws: ClientConnection) -> int:
-    """Read until the server closes; the close code it sent."""
-    async with asyncio.timeout(WAIT * SCALE):
-        with pytest.raises(ConnectionClosed) as info:
-            while True:
-                await ws.recv()
-    assert info.value.rcvd is not None, "closed without a close frame"
-    return info.value.rcvd.code
-
-
-@contextlib.asynccontextmanager
-async def client(url: str, jwt: str, **kw: Any) -> AsyncIterator[tuple[ClientConnection, dict]]:
-    async with connect(url, compression=None, open_timeout=WAIT * SCALE, **kw) as ws:
-        await ws.send(orjson.dumps({"type": "auth", "token": jwt}).decode())
-        yield ws, await recv(ws)
-
-
-async def subscribe(ws: ClientConnection, *channels: str, cid: Any = "s") -> dict[str, Any]:
-    await ws.send(orjson.dumps({"type": "subscribe", "id": cid, "channels": channels}).decode())
-    return await recv(ws)
+from .conftest import SCALE
+from .harness import (
+    REDIS_URL,
+    WAIT,
+    StartBridge,
+    client,
+    close_code,
+    recv,
+    subscribe,
+    token,
+)
 
 
 async def test_auth_welcome_and_events(bridge: StartBridge) -> None:
@@ -115,12 +38,14 @@ async def test_auth_welcome_and_events(bridge: StartBridge) -> None:
             assert welcome["heartbeat"] == 30.0
             assert time.time() + 590 < welcome["expires_at"] <= time.time() + 601
             assert isinstance(welcome["session"], str) and welcome["session"]
+            epoch = await b.broker.epoch("calls:acme:1001")
             assert await subscribe(ws, "calls:acme:1001", cid=1) == {
-                "type": "subscribed", "id": 1, "channels": ["calls:acme:1001"]}
+                "type": "subscribed", "id": 1, "channels": ["calls:acme:1001"],
+                "epochs": {"calls:acme:1001": epoch}}
             sent = [await b.publish("calls:acme:1001") for _ in range(3)]
             for offset, event in sent:
                 assert await recv(ws) == {"type": "event", "channel": "calls:acme:1001",
-                                          "offset": offset, "event": event}
+                                          "epoch": epoch, "offset": offset, "event": event}
 
 
 @pytest.mark.parametrize(
@@ -351,6 +276,7 @@ async def test_redis_broker_end_to_end(bridge: StartBridge) -> None:
             await b.publish("calls:acme2:1")
             first, event = await b.publish("calls:acme:1")
             assert await recv(ws) == {"type": "event", "channel": "calls:acme:1",
+                                      "epoch": await b.broker.epoch("calls:acme:1"),
                                       "offset": first, "event": event}
             await ws.send('{"type":"unsubscribe","channels":["calls:acme:1"]}')
             assert (await recv(ws))["type"] == "unsubscribed"

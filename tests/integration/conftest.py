@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from bridge.app import build_app
 from bridge.auth import mint
 from bridge.config import Config
-from bridge.serving import AppServer
+from bridge.serving import AppServer, bridge_server
 from bridge.service import Service
 from bridge.simulator.app import Simulator, SimulatorSettings
 
@@ -69,11 +69,13 @@ async def start_simulator() -> AsyncIterator[Callable[..., Awaitable[tuple[Simul
 def bridge_config(sim: AppServer, **account: Any) -> dict[str, Any]:
     upstream = account.pop("upstream", {})
     broker = account.pop("broker", {"url": "memory://"})
+    lease = account.pop("lease", {})
     block = {"tenant": TENANT, "oapi_url": sim.url, "ws_url": sim.ws_url, "dialect": "auto",
              "app_id": APP_ID, "app_secret": APP_SECRET, "account_id": ACCOUNT}
     block.update(account)
     return {"server": {"host": "127.0.0.1", "port": 0}, "broker": broker,
-            "auth": {"jwt_secret": JWT_SECRET}, "upstream": upstream, "antbuddy": [block]}
+            "auth": {"jwt_secret": JWT_SECRET}, "upstream": upstream, "lease": lease,
+            "antbuddy": [block]}
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ async def start_bridge() -> AsyncIterator[Callable[..., Awaitable[tuple[Service,
     async def start(data: dict[str, Any]) -> tuple[Service, AppServer]:
         config = Config.model_validate(data)
         service = Service(config)
-        server = AppServer(build_app(config, service))
+        server = bridge_server(build_app(config, service), config)
         await server.start()
         servers.append(server)
         return service, server

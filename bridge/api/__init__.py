@@ -1,0 +1,1 @@
+"""callbridge's HTTP API: provider calls and webhooks, described by a served OpenAPI document."""

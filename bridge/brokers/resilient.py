@@ -1,0 +1,249 @@
+"""A broker wrapper that rides out broker outages: buffer, deliver locally, publish later.
+
+:meth:`ResilientBroker.publish` never raises for an unreachable broker. When the inner broker
+fails (or earlier events are still waiting), the event goes into a bounded in-order buffer and
+is delivered at once to this process's own subscribers as a **provisional** frame::
+
+    {"type":"event","channel":C,"epoch":E,"offset":O,"provisional":true,"event":{...}}
+
+where ``(E, O)`` is the last confirmed position this process saw on the channel (the frame of
+the newest event that came back from the broker), so a client resuming from it is replayed
+everything after it, the buffered events included once they are published (it may see those
+twice: clients de-duplicate by event id). A channel with no confirmed position yet gets a
+provisional epoch that no broker issues, so resuming from it is answered ``epoch_changed``:
+an explicit gap, never a silent one.
+
+A flusher task publishes the buffer, oldest first, once the broker answers again. The copies
+of those events that come back over pub/sub are not delivered a second time to this process's
+subscribers (matched by channel and event id). Events beyond ``buffer_events`` are counted,
+logged and delivered locally only: they never reach the broker or its history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from bridge.brokers.base import Broker, BrokerError, Replay
+
+log = logging.getLogger("bridge.brokers.resilient")
+
+_EPOCH_AT = b'","epoch":"'
+#: Inner broker states in which publishing also reaches this process's subscription.
+READY_STATES = ("ok", "connected")
+
+
+def provisional_frame(channel: str, epoch: str, offset: str, event_json: bytes) -> bytes:
+    return b"".join((
+        b'{"type":"event","channel":"', channel.encode(), _EPOCH_AT, epoch.encode(),
+        b'","offset":"', offset.encode(), b'","provisional":true,"event":', event_json, b"}",
+    ))
+
+
+def frame_epoch(frame: bytes) -> str | None:
+    """The epoch of an :func:`bridge.events.envelope` frame, read without parsing JSON."""
+    start = frame.find(_EPOCH_AT)
+    if start < 0:
+        return None
+    start += len(_EPOCH_AT)
+    end = frame.find(b'"', start)
+    return frame[start:end].decode() if end > start else None
+
+
+class ResilientBroker(Broker):
+    def __init__(self, inner: Broker, *, buffer_events: int = 10_000,
+                 retry_delay: float = 0.5, publish_timeout: float = 5.0,
+                 echo_size: int = 100_000) -> None:
+        super().__init__()
+        self.inner = inner
+        self.display_url = inner.display_url
+        self._buffer: deque[tuple[list[str], bytes, str | None]] = deque()
+        self._buffer_events = buffer_events
+        self._retry_delay = retry_delay
+        self._publish_timeout = publish_timeout
+        #: (channel, event id) delivered provisionally whose broker copy is still to come back.
+        self._echoes: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._echo_size = echo_size
+        self._confirmed: dict[str, tuple[str, str]] = {}
+        self._provisional_epoch = "p" + secrets.token_hex(6)
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._outage_since: float | None = None
+        self._last_error: str | None = None
+        self._last_overflow_log = 0.0
+        self.counts = {"buffered": 0, "flushed": 0, "overflow": 0, "local_deliveries": 0,
+                       "echoes_dropped": 0}
+        inner.set_handler(self._from_inner)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.inner.start()
+        self._flusher = asyncio.create_task(self._flush_loop(), name="broker buffer flusher")
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+            self._flusher = None
+        if self._buffer:
+            log.error("broker closed with %d buffered event(s) unpublished", len(self._buffer))
+        await self.inner.close()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until the buffer is published; False when events remain after ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._buffer:
+                    self._wake.set()
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def _from_inner(self, channel: str, offset: str, frame: bytes) -> None:
+        epoch = frame_epoch(frame)
+        if epoch is not None:
+            self._confirmed[channel] = (epoch, offset)
+        if self._echoes:
+            try:
+                event_id = orjson.loads(frame)["event"]["id"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                event_id = None
+            if event_id is not None and (channel, event_id) in self._echoes:
+                del self._echoes[(channel, event_id)]
+                self.counts["echoes_dropped"] += 1
+                return
+        self._deliver(channel, offset, frame)
+
+    def _deliver_locally(self, channels: Sequence[str], event_json: bytes,
+                         event_id: str | None, expect_echo: bool) -> list[str]:
+        offsets = []
+        for channel in channels:
+            epoch, offset = self._confirmed.get(channel, (self._provisional_epoch, "0-0"))
+            if expect_echo and event_id is not None:
+                self._echoes[(channel, event_id)] = None
+                if len(self._echoes) > self._echo_size:
+                    self._echoes.popitem(last=False)
+            self._deliver(channel, offset, provisional_frame(channel, epoch, offset, event_json))
+            offsets.append(offset)
+        self.counts["local_deliveries"] += 1
+        return offsets
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    async def publish(
+        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
+    ) -> list[str] | None:
+        if not self._inner_ready():
+            # Publishing now could succeed while our subscription is still being re-established,
+            # and this process's clients would never see the event: keep delivering locally.
+            self._enter_outage("broker subscription " + str(self.inner.health().get("state")))
+        elif not self._buffer:
+            try:
+                return await self._publish(channels, event_json, event_id)
+            except BrokerError as exc:
+                self._enter_outage(str(exc))
+        if len(self._buffer) >= self._buffer_events:
+            self.counts["overflow"] += 1
+            now = time.monotonic()
+            if now - self._last_overflow_log > 5:
+                self._last_overflow_log = now
+                log.error("broker unreachable and buffer full (%d): events delivered locally "
+                          "only, not published (%d so far)", self._buffer_events,
+                          self.counts["overflow"])
+            return self._deliver_locally(channels, event_json, event_id, expect_echo=False)
+        self._buffer.append((list(channels), event_json, event_id))
+        self.counts["buffered"] += 1
+        self._wake.set()
+        return self._deliver_locally(channels, event_json, event_id, expect_echo=True)
+
+    async def _publish(self, channels: Sequence[str], event_json: bytes,
+                       event_id: str | None) -> list[str] | None:
+        # A publish that timed out may have been applied: retrying it is safe because the
+        # broker drops a second publish of the same event id.
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                return await self.inner.publish(channels, event_json, event_id=event_id)
+        except TimeoutError:
+            raise BrokerError(f"publish timed out after {self._publish_timeout:g}s") from None
+
+    def _inner_ready(self) -> bool:
+        return self.inner.health().get("state", "ok") in READY_STATES
+
+    def _enter_outage(self, error: str) -> None:
+        self._last_error = error
+        if self._outage_since is None:
+            self._outage_since = time.time()
+            log.warning("broker unreachable, buffering events: %s", error)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._buffer:
+                if not self._inner_ready():
+                    await asyncio.sleep(self._retry_delay)
+                    continue
+                channels, event_json, event_id = self._buffer[0]
+                try:
+                    offsets = await self._publish(channels, event_json, event_id)
+                except BrokerError as exc:
+                    self._enter_outage(str(exc))
+                    await asyncio.sleep(self._retry_delay)
+                    continue
+                self._buffer.popleft()
+                self.counts["flushed"] += 1
+                if offsets is None and event_id is not None:
+                    # Published by another instance: no copy of ours will come back.
+                    for channel in channels:
+                        self._echoes.pop((channel, event_id), None)
+            if self._outage_since is not None:
+                log.info("broker reachable again after %.1fs; buffer published",
+                         time.time() - self._outage_since)
+                self._outage_since = None
+
+    # -- pass-through --------------------------------------------------------------------------
+
+    async def subscribe(self, channel: str) -> None:
+        await self.inner.subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self.inner.unsubscribe(channel)
+
+    async def epoch(self, channel: str) -> str:
+        return await self.inner.epoch(channel)
+
+    async def history(self, channel: str, after: str | None, limit: int
+                      ) -> list[tuple[str, bytes]]:
+        return await self.inner.history(channel, after, limit)
+
+    async def replay(self, channel: str, *, epoch: str, after: str, limit: int,
+                     max_age: float | None = None) -> Replay:
+        return await self.inner.replay(channel, epoch=epoch, after=after, limit=limit,
+                                       max_age=max_age)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    def health(self) -> dict[str, Any]:
+        inner = self.inner.health()
+        state = "buffering" if self._outage_since is not None else inner.get("state", "ok")
+        return {**inner, "state": state, "buffered": len(self._buffer),
+                "buffer_limit": self._buffer_events,
+                "outage_since": round(self._outage_since, 3) if self._outage_since else None,
+                "last_error": self._last_error if self._outage_since else inner.get("last_error"),
+                **{k: v for k, v in self.counts.items() if k != "buffered"},
+                "buffered_total": self.counts["buffered"]}

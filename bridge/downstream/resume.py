@@ -1,0 +1,71 @@
+"""Resume one channel for one client: history first, then the live frames held meanwhile.
+
+The caller has joined the channel with it *held* (:meth:`bridge.hub.Hub.subscribe_many`), so
+every live frame since the join is kept. :func:`resume` replays the broker's history after the
+client's ``(epoch, offset)`` page by page through the client's link, paced by the client's
+reading, then :meth:`bridge.hub.Hub.release` queues the held frames newer than the last replayed
+offset. History and held frames overlap (the join precedes the first history read), so nothing
+is missed, and the offset comparison drops what was doubled.
+
+When the broker cannot cover the gap (``epoch_changed``, ``trimmed``, ``too_old``) or fails
+mid-way, the client gets one ``gap`` message, then live frames only: never a silent partial
+replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bridge.brokers.base import BrokerError, ReplayStatus
+from bridge.downstream import protocol as p
+from bridge.hub import ClientLink, Hub
+from bridge.redact import redact
+
+log = logging.getLogger(__name__)
+
+#: History entries read per broker call.
+PAGE = 500
+
+
+async def resume(
+    hub: Hub,
+    link: ClientLink,
+    channel: str,
+    epoch: str,
+    offset: str,
+    *,
+    max_age: float | None,
+    broker_timeout: float,
+    send_timeout: float,
+    page: int = PAGE,
+) -> None:
+    """Replay ``channel`` after ``(epoch, offset)`` into ``link``, then make it live."""
+    after = offset
+    current: str | None = None
+    try:
+        while link.close_code is None:
+            async with asyncio.timeout(broker_timeout):
+                replay = await hub.broker.replay(
+                    channel, epoch=epoch, after=after, limit=page, max_age=max_age
+                )
+            current = replay.epoch
+            if replay.status is not ReplayStatus.OK:
+                link.put(p.encode_gap(channel, replay.status.value, replay.epoch))
+                # Same epoch: frames up to the client's own offset are still ones it has.
+                hub.release(link, channel, offset if replay.epoch == epoch else None)
+                return
+            for item_offset, frame in replay.items:
+                text = frame.decode()
+                if not await link.wait_room(len(frame), send_timeout):
+                    return
+                link.put(text, len(frame))
+                after = item_offset
+            if replay.complete or not replay.items:
+                break
+    except (BrokerError, TimeoutError) as exc:
+        log.warning("resume of %s failed: %s", channel, redact(str(exc) or type(exc).__name__))
+        link.put(p.encode_gap(channel, p.GAP_UNAVAILABLE, current))
+        hub.release(link, channel, after)
+        return
+    hub.release(link, channel, after)

@@ -1,0 +1,297 @@
+"""One ``/ws`` connection, from admission to close (see :mod:`bridge.downstream.endpoint`).
+
+The reader waits at most ``idle_timeout`` for each client message (clients ping to stay
+alive); a resume runs inside the reader, so requests sent meanwhile are answered after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any, Coroutine
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from bridge.auth import AuthError, Grant, verify
+from bridge.brokers.base import BrokerError
+from bridge.channels import granted
+from bridge.downstream import protocol as p
+from bridge.downstream.resume import resume
+from bridge.hub import PEER_GONE, ClientLink
+from bridge.redact import redact
+
+if TYPE_CHECKING:
+    from bridge.downstream.endpoint import Route
+
+log = logging.getLogger(__name__)
+
+#: How long to wait for a close frame to be written before giving up on the client.
+CLOSE_TIMEOUT = 5.0
+
+_REASONS = {
+    p.TOKEN_EXPIRED: "token expired",
+    p.TOKEN_REVOKED: "token revoked",
+    p.SLOW_CONSUMER: "slow consumer",
+    p.CLIENT_IDLE: "no message from the client in time",
+    p.SERVICE_RESTART: "service restart",
+    p.MESSAGE_TOO_BIG: "message too big",
+    p.INTERNAL_ERROR: "internal error",
+}
+
+
+def _payload(message: dict[str, object]) -> str | bytes | None:
+    text = message.get("text")
+    if isinstance(text, str):
+        return text
+    data = message.get("bytes")
+    return data if isinstance(data, bytes) else None
+
+
+class Session:
+    def __init__(self, route: Route, websocket: WebSocket) -> None:
+        self.route = route
+        self.hub = route.hub
+        self.cfg = route.cfg
+        self.ws = websocket
+        self.session = secrets.token_hex(8)
+        self.channels: set[str] = set()
+        self.grant: Grant | None = None
+        self._renewed = asyncio.Event()
+
+    async def run(self) -> None:
+        if not self.route.origins.allows(self.ws.headers.get("origin")):
+            await self._close(p.POLICY_VIOLATION, "origin not allowed")  # before accept: 403
+            return
+        address = self.ws.client.host if self.ws.client else "unknown"
+        if not self.route.counter.acquire(address):
+            if await self._accept():
+                await self._close(p.TRY_AGAIN_LATER, "too many connections from this address")
+            return
+        try:
+            if await self._accept():
+                await self._run()
+        finally:
+            self.route.counter.release(address)
+
+    async def _accept(self) -> bool:
+        try:
+            await self.ws.accept()
+        except (WebSocketDisconnect, OSError):
+            return False
+        return True
+
+    async def _run(self) -> None:
+        grant = await self._authenticate()
+        if grant is None:
+            return
+        self.grant = grant
+        link = self.hub.attach()
+        self.route.track(link, None, grant.token_id)
+        try:
+            if await self.route.is_revoked(grant):  # after track(): no revocation slips by
+                link.close(p.TOKEN_REVOKED)
+            link.put(p.encode_welcome(
+                sub=grant.sub, expires_at=grant.expires_at, session=self.session,
+                heartbeat=self.cfg.heartbeat, expiry_grace=self.cfg.expiry_grace,
+                idle_timeout=self.cfg.idle_timeout,
+            ))
+            try:
+                code = link.close_code or await self._serve(link)
+            except Exception as exc:
+                log.error("session %s failed: %s", self.session, redact(repr(exc)))
+                code = p.INTERNAL_ERROR
+            await self.hub.remove(link)
+            if code != PEER_GONE:
+                await self._close(code, _REASONS.get(code, ""))
+        finally:
+            self.route.track(link, self.grant.token_id, None)
+            link.finished()
+
+    def _too_big(self, data: str | bytes) -> bool:
+        limit = self.cfg.max_message_bytes
+        if len(data) > limit:
+            return True
+        return isinstance(data, str) and len(data) * 4 > limit and len(data.encode()) > limit
+
+    async def _authenticate(self) -> Grant | None:
+        try:
+            async with asyncio.timeout(self.cfg.auth_timeout):
+                message = await self.ws.receive()
+        except TimeoutError:
+            await self._close(p.AUTH_TIMEOUT, "authentication timeout")
+            return None
+        data = _payload(message)
+        if data is None:
+            return None  # disconnected
+        if self._too_big(data):
+            await self._close(p.MESSAGE_TOO_BIG, "message too big")
+            return None
+        msg = p.parse(data)
+        if not isinstance(msg, p.Auth):
+            if not isinstance(msg, p.ProtocolError):
+                msg = p.ProtocolError(p.E_BAD_REQUEST, "the first message must be auth")
+            await self._send_now(p.encode_error(msg))
+            await self._close(p.PROTOCOL_ERROR, "expected auth")
+            return None
+        try:
+            return verify(self.cfg.jwt_secret, msg.token, leeway=self.cfg.leeway)
+        except AuthError as exc:
+            log.info("session %s: token refused (%s)", self.session, exc.reason)
+            code = p.TOKEN_EXPIRED if exc.reason == "expired" else p.AUTH_FAILED
+            await self._close(code, str(exc))
+            return None
+
+    async def _serve(self, link: ClientLink) -> int:
+        async with asyncio.TaskGroup() as tg:
+            helpers = [
+                tg.create_task(self._guard(link, self._read(link))),
+                tg.create_task(self._guard(link, self._expire(link))),
+            ]
+            if self.cfg.heartbeat > 0:
+                helpers.append(tg.create_task(self._guard(link, self._heartbeat(link))))
+            try:
+                return await link.run(self.ws.send_text, self.cfg.send_timeout)
+            except (WebSocketDisconnect, OSError):
+                return PEER_GONE
+            finally:
+                for task in helpers:
+                    task.cancel()
+
+    async def _guard(self, link: ClientLink, work: Coroutine[Any, Any, None]) -> None:
+        """Run a helper; an unexpected failure closes the connection with 1011."""
+        try:
+            await work
+        except Exception as exc:
+            log.error("session %s failed: %s", self.session, redact(repr(exc)))
+            link.close(p.INTERNAL_ERROR)
+
+    async def _expire(self, link: ClientLink) -> None:
+        """Close with 4003 once the current grant is expired by more than the grace."""
+        while True:
+            assert self.grant is not None
+            delay = self.grant.expires_at + self.cfg.expiry_grace - time.time()
+            if delay <= 0:
+                link.close(p.TOKEN_EXPIRED)
+                return
+            self._renewed.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._renewed.wait()  # a renewal moves the deadline
+            except TimeoutError:
+                pass
+
+    async def _heartbeat(self, link: ClientLink) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat)
+            link.put(p.encode_heartbeat(time.time()))
+
+    async def _read(self, link: ClientLink) -> None:
+        idle = self.cfg.idle_timeout
+        while link.close_code is None:
+            try:
+                async with asyncio.timeout(idle if idle > 0 else None):
+                    message = await self.ws.receive()
+            except TimeoutError:
+                link.close(p.CLIENT_IDLE)
+                return
+            data = _payload(message)
+            if data is None:
+                link.close(PEER_GONE)
+                return
+            if self._too_big(data):
+                link.close(p.MESSAGE_TOO_BIG)
+                return
+            await self._handle(p.parse(data), link)
+
+    async def _handle(self, msg: p.ClientMessage | p.ProtocolError, link: ClientLink) -> None:
+        """Answer one client message through ``link``."""
+        if isinstance(msg, p.ProtocolError):
+            link.put(p.encode_error(msg))
+        elif isinstance(msg, p.Ping):
+            link.put(p.encode_pong(msg.id))
+        elif isinstance(msg, p.Auth):
+            error = p.ProtocolError(p.E_ALREADY_AUTHENTICATED, "already authenticated")
+            link.put(p.encode_error(error))
+        elif isinstance(msg, p.Unsubscribe):
+            self.channels.difference_update(msg.channels)
+            await self.hub.unsubscribe_many(link, msg.channels)
+            link.put(p.encode_unsubscribed(msg.id, msg.channels))
+        elif isinstance(msg, p.Renew):
+            link.put(await self._renew(msg, link))
+        else:
+            await self._subscribe(msg, link)
+
+    def _error(self, code: str, text: str, cid: p.ClientId) -> str:
+        return p.encode_error(p.ProtocolError(code, text, cid))
+
+    async def _subscribe(self, msg: p.Subscribe, link: ClientLink) -> None:
+        assert self.grant is not None
+        forbidden = [c for c in msg.channels if not granted(c, self.grant.channels)]
+        if forbidden:
+            text = f"the token does not grant {forbidden[0]}"
+            link.put(self._error(p.E_FORBIDDEN, text, msg.id))
+            return
+        new = [c for c in msg.channels if c not in self.channels]
+        if len(self.channels) + len(new) > self.cfg.max_channels:
+            text = f"at most {self.cfg.max_channels} channels per connection"
+            link.put(self._error(p.E_TOO_MANY_CHANNELS, text, msg.id))
+            return
+        resumes = {c: (e, o) for c, e, o in msg.resume if c in new}
+        try:
+            # Epochs first: once joined, live frames may follow, and none may precede the reply.
+            async with asyncio.timeout(self.cfg.broker_timeout):
+                epochs = {c: await self.hub.broker.epoch(c) for c in msg.channels}
+            joined = await self.hub.subscribe_many(link, new, hold=resumes)
+        except (BrokerError, TimeoutError) as exc:
+            log.warning("session %s: subscribe failed: %s", self.session,
+                        redact(str(exc) or type(exc).__name__))
+            link.put(self._error(p.E_UNAVAILABLE, "the broker is unavailable, retry later", msg.id))
+            return
+        self.channels.update(new)
+        link.put(p.encode_subscribed(msg.id, msg.channels, epochs))
+        for channel in joined:
+            if channel in resumes:
+                epoch, offset = resumes[channel]
+                await resume(self.hub, link, channel, epoch, offset,
+                             max_age=self.cfg.history_max_age,
+                             broker_timeout=self.cfg.broker_timeout,
+                             send_timeout=self.cfg.send_timeout)
+
+    async def _renew(self, msg: p.Renew, link: ClientLink) -> str:
+        old = self.grant
+        assert old is not None
+        try:
+            grant = verify(self.cfg.jwt_secret, msg.token, leeway=self.cfg.leeway)
+        except AuthError as exc:
+            return self._error(p.E_TOKEN_REFUSED, str(exc), msg.id)
+        if grant.sub != old.sub:
+            return self._error(p.E_SUB_MISMATCH, "the new token names another subject", msg.id)
+        if await self.route.is_revoked(grant):
+            return self._error(p.E_TOKEN_REVOKED, "the new token is revoked", msg.id)
+        self.grant = grant
+        self.route.track(link, old.token_id, grant.token_id)
+        self._renewed.set()
+        dropped = sorted(c for c in self.channels if not granted(c, grant.channels))
+        if dropped:
+            self.channels.difference_update(dropped)
+            await self.hub.unsubscribe_many(link, dropped)
+            link.put(p.encode_unsubscribed(None, dropped, reason="not_granted"))
+        return p.encode_renewed(msg.id, grant.expires_at)
+
+    async def _send_now(self, frame: str) -> None:
+        """Send outside the link (before authentication there is none)."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.ws.send_text(frame)
+        except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+            pass
+
+    async def _close(self, code: int, reason: str = "") -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.ws.close(code, reason)
+        except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+            # The client is gone or not reading; returning lets the server drop the socket.
+            pass

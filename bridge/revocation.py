@@ -1,0 +1,165 @@
+"""Token revocation: refuse a token id (``jti``) until its expiry, on every instance, at once.
+
+:class:`Revocations` is the contract. :meth:`~Revocations.revoke` marks a token id revoked
+until ``until`` (unix seconds, normally the token's ``exp``: after it the token is refused
+anyway); :meth:`~Revocations.is_revoked` answers for new connections and renewals; callbacks
+registered with :meth:`~Revocations.on_revoke` learn of every revocation, made here or (Redis) by
+any other instance, so open connections holding the token are closed at once.
+
+- :class:`MemoryRevocations`: one process.
+- :class:`RedisRevocations`: keys ``<prefix>revoked:<jti>`` expiring at ``until``, and a
+  notification on the pub/sub channel ``<prefix>control:revoked`` read by one owned task that
+  re-subscribes with backoff after a connection loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from typing import Callable
+
+from redis.exceptions import RedisError
+
+from bridge.backoff import backoff
+from bridge.redact import redact
+from bridge.redis_client import command_client, pubsub_client
+
+log = logging.getLogger(__name__)
+
+RevokeCallback = Callable[[str], None]
+#: Token ids are opaque strings; this bound keeps keys and messages small.
+MAX_TOKEN_ID = 200
+
+
+class Revocations(ABC):
+    def __init__(self) -> None:
+        self._callbacks: list[RevokeCallback] = []
+
+    def on_revoke(self, callback: RevokeCallback) -> Callable[[], None]:
+        """Call ``callback(token_id)`` on the event loop for every revocation; must not block.
+
+        Returns a function that removes the callback.
+        """
+        self._callbacks.append(callback)
+        return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
+
+    def _notify(self, token_id: str) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(token_id)
+            except Exception as exc:
+                log.error("revocation callback failed: %s", redact(repr(exc)))
+
+    async def start(self) -> None:
+        """Connect and start listening for revocations made elsewhere."""
+
+    async def close(self) -> None:
+        """Stop listening. Idempotent."""
+
+    @abstractmethod
+    async def revoke(self, token_id: str, until: float) -> None:
+        """Refuse ``token_id`` until the unix time ``until``, and notify every listener."""
+
+    @abstractmethod
+    async def is_revoked(self, token_id: str) -> bool:
+        """True when ``token_id`` is revoked now."""
+
+
+def _check(token_id: str) -> None:
+    if not isinstance(token_id, str) or not token_id or len(token_id) > MAX_TOKEN_ID:
+        raise ValueError(f"token id must be a non-empty string of at most {MAX_TOKEN_ID} chars")
+
+
+class MemoryRevocations(Revocations):
+    def __init__(self) -> None:
+        super().__init__()
+        self._until: dict[str, float] = {}
+
+    async def revoke(self, token_id: str, until: float) -> None:
+        _check(token_id)
+        now = time.time()
+        # Forget lapsed entries so the map stays bounded by the live revocations.
+        self._until = {k: v for k, v in self._until.items() if v > now}
+        if until > now:
+            self._until[token_id] = max(until, self._until.get(token_id, 0.0))
+        self._notify(token_id)
+
+    async def is_revoked(self, token_id: str) -> bool:
+        return self._until.get(token_id, 0.0) > time.time()
+
+
+class RedisRevocations(Revocations):
+    """Revocations shared by every instance on one Redis. Every Redis call has a timeout."""
+
+    def __init__(self, url: str, *, prefix: str = "callbridge:", timeout: float = 5.0) -> None:
+        super().__init__()
+        self._redis = command_client(url, timeout=timeout)
+        self._sub = pubsub_client(url, timeout=timeout)
+        self._prefix = prefix
+        self._channel = f"{prefix}control:revoked"
+        self._timeout = timeout
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    def _key(self, token_id: str) -> str:
+        return f"{self._prefix}revoked:{token_id}"
+
+    async def start(self) -> None:
+        """Start the reader; return once it listens (or after ``timeout``, still retrying)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._reader(), name="revocations reader")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._timeout):
+                await self._listening.wait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._redis.aclose()
+        await self._sub.aclose()
+
+    async def revoke(self, token_id: str, until: float) -> None:
+        """Raises :class:`redis.exceptions.RedisError` or TimeoutError when Redis fails."""
+        _check(token_id)
+        ttl_ms = math.ceil((until - time.time()) * 1000)
+        async with asyncio.timeout(self._timeout):
+            if ttl_ms > 0:
+                await self._redis.set(self._key(token_id), b"1", px=ttl_ms)
+            await self._redis.publish(self._channel, token_id.encode())
+        # Local listeners also hear it through the reader; calling them now does not wait
+        # for the round trip (closing a connection twice is harmless).
+        self._notify(token_id)
+
+    async def is_revoked(self, token_id: str) -> bool:
+        """Raises :class:`redis.exceptions.RedisError` or TimeoutError when Redis fails."""
+        async with asyncio.timeout(self._timeout):
+            return bool(await self._redis.exists(self._key(token_id)))
+
+    async def _reader(self) -> None:
+        delays = backoff(initial=0.2, maximum=10.0)
+        while True:
+            pubsub = self._sub.pubsub(ignore_subscribe_messages=True)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await pubsub.subscribe(self._channel)
+                self._listening.set()
+                delays = backoff(initial=0.2, maximum=10.0)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        data = message["data"]
+                        self._notify(data.decode() if isinstance(data, bytes) else str(data))
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("revocation listener lost Redis: %s", redact(str(exc) or repr(exc)))
+            finally:
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    async with asyncio.timeout(self._timeout):
+                        await pubsub.aclose()
+            await asyncio.sleep(next(delays))

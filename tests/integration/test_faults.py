@@ -1,0 +1,172 @@
+"""Broker outages: upstream stays up, local clients keep receiving, the buffer is published later."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+import orjson
+import pytest
+
+from bridge.brokers.base import BrokerError
+from bridge.brokers.memory import MemoryBroker
+from bridge.brokers.resilient import ResilientBroker
+from tests.integration.conftest import SCALE, TENANT, eventually
+from tests.integration.test_instances import Client, instances, no_duplicates
+from tests.redis_server import private_redis
+
+
+class FlakyBroker(MemoryBroker):
+    """A memory broker whose publish can be switched off, as if the backend were unreachable."""
+
+    def __init__(self) -> None:
+        super().__init__(history_length=100)
+        self.down = False
+
+    async def publish(self, channels: Sequence[str], event_json: bytes, *,
+                      event_id: str | None = None) -> list[str] | None:
+        if self.down:
+            raise BrokerError("backend unreachable")
+        return await super().publish(channels, event_json, event_id=event_id)
+
+
+def event(n: int) -> tuple[str, bytes]:
+    event_id = f"ev-{n}"
+    return event_id, orjson.dumps({"id": event_id, "n": n})
+
+
+async def test_outage_delivers_locally_then_publishes_in_order_without_echo():
+    inner = FlakyBroker()
+    broker = ResilientBroker(inner, buffer_events=100, retry_delay=0.01)
+    got: list[dict] = []
+    broker.set_handler(lambda channel, offset, frame: got.append(orjson.loads(frame)))
+    await broker.start()
+    await broker.subscribe("calls:t")
+    try:
+        for n in range(3):
+            await broker.publish(["calls:t"], event(n)[1], event_id=event(n)[0])
+        confirmed = (got[-1]["epoch"], got[-1]["offset"])
+        inner.down = True
+        for n in range(3, 8):
+            await broker.publish(["calls:t"], event(n)[1], event_id=event(n)[0])
+        assert broker.health()["state"] == "buffering"
+        assert broker.health()["buffered"] == 5
+        # delivered at once, marked provisional, carrying the last confirmed position
+        provisional = got[3:]
+        assert [m["event"]["n"] for m in provisional] == [3, 4, 5, 6, 7]
+        assert all(m.get("provisional") is True for m in provisional)
+        assert {(m["epoch"], m["offset"]) for m in provisional} == {confirmed}
+        inner.down = False
+        assert await broker.flush(5 * SCALE)
+        await broker.publish(["calls:t"], event(8)[1], event_id=event(8)[0])
+        # each event delivered exactly once; the broker copies of buffered events were dropped
+        assert [m["event"]["n"] for m in got] == list(range(9))
+        assert broker.health()["state"] != "buffering"
+        # history holds everything, in order: a client resuming from the provisional
+        # position is replayed the buffered events (and may see them twice, by event id)
+        replay = await broker.replay("calls:t", epoch=confirmed[0], after=confirmed[1], limit=50)
+        assert replay.status == "ok"
+        assert [orjson.loads(f)["event"]["n"] for _, f in replay.items] == list(range(3, 9))
+    finally:
+        await broker.close()
+
+
+async def test_overflow_is_counted_and_still_delivered_locally():
+    inner = FlakyBroker()
+    broker = ResilientBroker(inner, buffer_events=2, retry_delay=0.01)
+    got: list[dict] = []
+    broker.set_handler(lambda channel, offset, frame: got.append(orjson.loads(frame)))
+    await broker.start()
+    await broker.subscribe("calls:t")
+    try:
+        await broker.publish(["calls:t"], event(0)[1], event_id=event(0)[0])
+        inner.down = True
+        for n in range(1, 6):
+            await broker.publish(["calls:t"], event(n)[1], event_id=event(n)[0])
+        health = broker.health()
+        assert (health["buffered"], health["overflow"]) == (2, 3)
+        inner.down = False
+        assert await broker.flush(5 * SCALE)
+        assert [m["event"]["n"] for m in got] == list(range(6))
+        history = await broker.history("calls:t", None, 50)
+        # only what fit in the buffer reached the broker
+        assert [orjson.loads(f)["event"]["n"] for _, f in history] == [0, 1, 2]
+    finally:
+        await broker.close()
+
+
+async def test_events_published_elsewhere_meanwhile_are_not_awaited_as_echoes():
+    inner = FlakyBroker()
+    broker = ResilientBroker(inner, buffer_events=10, retry_delay=0.01)
+    got: list[dict] = []
+    broker.set_handler(lambda channel, offset, frame: got.append(orjson.loads(frame)))
+    await broker.start()
+    await broker.subscribe("calls:t")
+    try:
+        inner.down = True
+        await broker.publish(["calls:t"], event(1)[1], event_id=event(1)[0])
+        inner.down = False
+        # another instance published the same event first: the broker de-duplicates it
+        inner._first_sighting("ev-1")
+        assert await broker.flush(5 * SCALE)
+        assert not broker._echoes, "no copy of ev-1 will come back: nothing may wait for one"
+        await broker.publish(["calls:t"], event(2)[1], event_id=event(2)[0])
+        assert [m["event"]["n"] for m in got] == [1, 2]
+    finally:
+        await broker.close()
+
+
+@pytest.mark.slow
+async def test_redis_killed_during_traffic_and_restarted(start_simulator):
+    prefix = f"cbtest-{secrets.token_hex(4)}:"
+    simulator, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=7)
+    async with private_redis() as redis_server, \
+            instances(sim.url, redis_server.url, prefix, 1, broker={"buffer_events": 15}) as group:
+        bridge = group[0]
+        await eventually(lambda: _ready(bridge), 15, "the bridge to be ready")
+        client = await Client().start(bridge)
+        simulator.start_traffic(20.0)
+        await eventually(lambda: len(client.ids()) >= 10, 20, "traffic before the outage")
+
+        await redis_server.stop(kill=True)
+        during = len(client.ids())
+        await eventually(lambda: _broker_state(bridge, "buffering"), 10, "/readyz to show it")
+        await eventually(lambda: len(client.ids()) >= during + 30, 20,
+                         "local delivery during the outage")
+        body = await bridge.readyz()
+        assert body["ready"] is False
+        assert body["streams"][0]["state"] == "subscribed", "the upstream stream went down"
+        assert body["broker"]["overflow"] > 0
+
+        await redis_server.start()
+        await eventually(lambda: _ready(bridge), 20, "recovery after Redis returned")
+        after = len(client.ids())
+        await eventually(lambda: len(client.ids()) >= after + 10, 20, "events after recovery")
+        await simulator.stop_traffic()
+        body = await bridge.readyz()
+        broker = body["broker"]
+        assert broker["buffered"] == 0
+        assert broker["flushed"] == broker["buffered_total"] > 0
+        ids = client.ids()
+        assert no_duplicates(ids), "an event was delivered twice across the outage"
+        await eventually(lambda: _all_delivered(bridge, client), 10, "every event delivered")
+        await client.close()
+
+
+async def _ready(bridge) -> bool:  # type: ignore[no-untyped-def]
+    return bool((await bridge.readyz())["ready"])
+
+
+async def _broker_state(bridge, state: str) -> bool:  # type: ignore[no-untyped-def]
+    return (await bridge.readyz())["broker"]["state"] == state
+
+
+async def _all_delivered(bridge, client: Client) -> bool:  # type: ignore[no-untyped-def]
+    # Every event the pipeline accepted reached the local client exactly once, whether it was
+    # published directly, buffered and published later, or beyond the buffer (local only).
+    body = await bridge.readyz()
+    pipeline = body["pipeline"]
+    handled = pipeline["published"] + pipeline["duplicates"]
+    accepted = pipeline["submitted"]
+    delivered = len(set(client.ids())) + len(set(client.ids(f"system:{TENANT}")))
+    return handled >= accepted and delivered == accepted

@@ -1,0 +1,333 @@
+"""Several callbridge instances on one Redis: leases, takeover, graceful shutdown.
+
+The leases are tested directly against the shared Redis (own key prefix); the instances run as
+real ``python -m bridge serve`` processes against the in-process simulator and a private Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from bridge.auth import mint
+from bridge.lease import LeasedRunner, LeaseStore
+from tests.integration.conftest import (
+    ACCOUNT,
+    APP_ID,
+    APP_SECRET,
+    JWT_SECRET,
+    SCALE,
+    TENANT,
+    eventually,
+)
+from tests.redis_server import private_redis
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+STREAM = f"antbuddy/{TENANT}/{ACCOUNT}"
+CHANNELS = [f"calls:{TENANT}", f"system:{TENANT}"]
+
+
+# -- leases, directly ------------------------------------------------------------------------
+
+@pytest.fixture
+async def lease_prefix() -> AsyncIterator[str]:
+    prefix = f"cbtest-lease-{secrets.token_hex(4)}:"
+    yield prefix
+    client = aioredis.Redis.from_url(SHARED_REDIS)
+    keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+async def test_one_holder_renewal_release_and_expiry(lease_prefix):
+    a = LeaseStore(SHARED_REDIS, prefix=lease_prefix, ttl=0.5, instance_id="inst-a")
+    b = LeaseStore(SHARED_REDIS, prefix=lease_prefix, ttl=0.5, instance_id="inst-b")
+    try:
+        assert await a.acquire("s1")
+        assert not await b.acquire("s1")
+        assert not await b.renew("s1"), "renewal must not steal another holder's lease"
+        assert await b.holder("s1") == "inst-a"
+        assert await a.renew("s1")
+        assert not await b.release("s1"), "release must not delete another holder's lease"
+        assert await a.release("s1")
+        assert await b.acquire("s1")
+        # b stops renewing: the lease expires and a takes it over
+        await eventually(lambda: a.acquire("s1"), 5, "the expired lease to be free")
+        assert await a.holder("s1") == "inst-a"
+        assert not await b.renew("s1")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_runner_stops_its_stream_when_the_lease_is_taken(lease_prefix):
+    store = LeaseStore(SHARED_REDIS, prefix=lease_prefix, ttl=0.6, instance_id="inst-a")
+    other = LeaseStore(SHARED_REDIS, prefix=lease_prefix, ttl=30, instance_id="inst-b")
+    running = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def stream() -> None:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    runner = LeasedRunner(store, "s2", stream)
+    task = asyncio.create_task(runner.run())
+    try:
+        async with asyncio.timeout(5 * SCALE):
+            await running.wait()
+        assert runner.snapshot()["state"] == "held"
+        # another instance overwrites the key (as after an expiry during a Redis outage)
+        client = aioredis.Redis.from_url(SHARED_REDIS)
+        await client.set(store.key("s2"), "inst-b:x", px=30_000)
+        await client.aclose()
+        async with asyncio.timeout(5 * SCALE):
+            await stopped.wait()
+        assert runner.snapshot()["state"] == "standby"
+        await eventually(lambda: runner.snapshot()["held_by"] == "inst-b", 5,
+                         "the runner to report the new holder")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+        await other.close()
+
+
+# -- real processes ----------------------------------------------------------------------------
+
+class Instance:
+    """``python -m bridge serve`` in a subprocess, its port read from its first stdout line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log_path: str) -> None:
+        self.proc = proc
+        self.log_path = log_path
+        self.url = ""
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    async def readyz(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+            return (await http.get(f"{self.url}/readyz")).json()
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-4000:]
+
+
+@contextlib.asynccontextmanager
+async def instances(sim_url: str, redis_url: str, prefix: str, count: int, *,
+                    ttl: float = 2.0, broker: dict[str, Any] | None = None
+                    ) -> AsyncIterator[list[Instance]]:
+    with tempfile.TemporaryDirectory(prefix="callbridge-it-") as directory:
+        running: list[Instance] = []
+        try:
+            for n in range(count):
+                running.append(await _spawn(directory, n, sim_url, redis_url, prefix, ttl,
+                                            broker or {}))
+            yield running
+        finally:
+            for instance in running:
+                if instance.proc.returncode is None:
+                    instance.proc.kill()
+                    await instance.proc.wait()
+
+
+async def _spawn(directory: str, n: int, sim_url: str, redis_url: str, prefix: str,
+                 ttl: float, broker: dict[str, Any]) -> Instance:
+    broker_lines = "".join(f"{k} = {v!r}\n" for k, v in broker.items())
+    config = f"""
+[server]
+host = "127.0.0.1"
+port = 0
+shutdown_timeout = 5
+[broker]
+url = "{redis_url}"
+prefix = "{prefix}"
+probe_interval = 0.5
+{broker_lines}
+[auth]
+jwt_secret = "{JWT_SECRET}"
+[lease]
+ttl = {ttl}
+instance_id = "inst-{n}"
+[upstream]
+reconnect_initial = 0.1
+reconnect_max = 0.5
+[[antbuddy]]
+tenant = "{TENANT}"
+oapi_url = "{sim_url}"
+ws_url = "{sim_url.replace('http://', 'ws://')}"
+app_id = "{APP_ID}"
+app_secret = "{APP_SECRET}"
+account_id = "{ACCOUNT}"
+"""
+    path = os.path.join(directory, f"inst-{n}.toml")
+    with open(path, "w") as f:
+        f.write(config)
+    log_path = os.path.join(directory, f"inst-{n}.log")
+    with open(log_path, "w") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "serve", "--config", path,
+            stdout=asyncio.subprocess.PIPE, stderr=log, env={**os.environ, "PYTHONPATH": "."})
+    instance = Instance(proc, log_path)
+    assert proc.stdout is not None
+    async with asyncio.timeout(20 * SCALE):
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            if not line:
+                pytest.fail(f"instance {n} exited: {instance.log()}")
+            match = re.search(r"serving on (http://\S+)", line)
+            if match:
+                instance.url = match.group(1)
+                return instance
+
+
+class Client:
+    """A websocket client on one instance, collecting event frames and its close code."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.close_code: int | None = None
+        self.subscribed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, instance: Instance) -> Client:
+        self._task = asyncio.create_task(self._run(instance))
+        async with asyncio.timeout(10 * SCALE):
+            await self.subscribed.wait()
+        return self
+
+    async def _run(self, instance: Instance) -> None:
+        token = mint(JWT_SECRET, sub="it-client", channels=CHANNELS, ttl=600)
+        async with connect(f"{instance.ws_url}/ws", proxy=None, compression=None) as ws:
+            await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+            await ws.send(orjson.dumps({"type": "subscribe", "id": 1,
+                                        "channels": CHANNELS}).decode())
+            try:
+                async for frame in ws:
+                    message = orjson.loads(frame)
+                    if message["type"] == "event":
+                        self.events.append(message)
+                    elif message["type"] == "subscribed":
+                        self.subscribed.set()
+            except ConnectionClosed:
+                pass
+            self.close_code = ws.close_code
+
+    def ids(self, channel: str = f"calls:{TENANT}") -> list[str]:
+        return [m["event"]["id"] for m in self.events if m["channel"] == channel]
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def lease_states(group: list[Instance]) -> list[str]:
+    states = []
+    for instance in group:
+        body = await instance.readyz()
+        states.append(body["streams"][0]["lease"]["state"])
+    return states
+
+
+async def held_by_one(group: list[Instance]) -> bool:
+    return sorted(await lease_states(group)) == ["held"] + ["standby"] * (len(group) - 1)
+
+
+async def holder_index(group: list[Instance]) -> int:
+    return (await lease_states(group)).index("held")
+
+
+def no_duplicates(ids: list[str]) -> bool:
+    return len(ids) == len(set(ids))
+
+
+@pytest.mark.slow
+async def test_two_instances_share_redis_and_survive_a_killed_holder(start_simulator):
+    prefix = f"cbtest-{secrets.token_hex(4)}:"
+    simulator, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=5)
+    async with private_redis() as redis_server, \
+            instances(sim.url, redis_server.url, prefix, 2) as group:
+        await eventually(lambda: held_by_one(group), 15, "exactly one holder of the stream")
+        clients = [await Client().start(instance) for instance in group]
+        simulator.start_traffic(20.0)
+        await eventually(lambda: all(len(c.ids()) >= 30 for c in clients), 20, "traffic")
+        await simulator.stop_traffic()
+        first = await holder_index(group)
+        published = lambda: group[first].readyz()
+        await eventually(lambda: _settled(clients, published), 10, "both clients caught up")
+        a, b = clients[0].ids(), clients[1].ids()
+        assert no_duplicates(a) and no_duplicates(b)
+        assert set(a) == set(b)
+        assert await held_by_one(group)
+
+        # kill -9 the holder: the other takes the stream over within the lease ttl
+        group[first].proc.kill()
+        await group[first].proc.wait()
+        survivor, client = group[1 - first], clients[1 - first]
+        await eventually(lambda: _holds(survivor), 10, "the survivor to take the stream over")
+        before = len(client.ids())
+        simulator.start_traffic(20.0)
+        await eventually(lambda: len(client.ids()) >= before + 20, 20, "events after takeover")
+        await simulator.stop_traffic()
+        assert no_duplicates(client.ids()), "an event was delivered twice across the takeover"
+        for c in clients:
+            await c.close()
+
+
+async def _settled(clients: list[Client], readyz: Any) -> bool:
+    body = await readyz()
+    published = body["pipeline"]["published"]
+    # every published call event reached both clients (system notices travel separately)
+    return all(len(c.ids()) + len(c.ids(f"system:{TENANT}")) >= published for c in clients) \
+        and len({len(c.ids()) for c in clients}) == 1
+
+
+async def _holds(instance: Instance) -> bool:
+    body = await instance.readyz()
+    return body["streams"][0]["lease"]["state"] == "held" and body["ready"]
+
+
+@pytest.mark.slow
+async def test_sigterm_releases_the_lease_and_closes_clients_1012(start_simulator):
+    prefix = f"cbtest-{secrets.token_hex(4)}:"
+    _, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=6)
+    # A ttl far beyond the test's waits: only an explicit release lets the other take over.
+    async with private_redis() as redis_server, \
+            instances(sim.url, redis_server.url, prefix, 2, ttl=60.0) as group:
+        await eventually(lambda: held_by_one(group), 15, "exactly one holder of the stream")
+        first = await holder_index(group)
+        client = await Client().start(group[first])
+        group[first].proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15 * SCALE):
+            assert await group[first].proc.wait() == 0
+        key = f"{prefix}lease:{STREAM}"
+        redis = aioredis.Redis.from_url(redis_server.url)
+        value = await redis.get(key)
+        await redis.aclose()
+        assert value is None or not value.startswith(f"inst-{first}:".encode()), \
+            "the lease was not released at shutdown"
+        await eventually(lambda: client.close_code is not None, 5, "the client to be closed")
+        assert client.close_code == 1012
+        await client.close()
