@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--duration", type=float, default=None,
                       help="stop after this many seconds (default: run until Ctrl-C)")
     demo.add_argument("--quiet", action="store_true", help="do not print events")
+    demo.add_argument("--all", action="store_true",
+                      help="also run the Quickom, ePacific and Kompaas simulators")
 
     token = commands.add_parser("token", help="mint a client token for /ws")
     token.add_argument("--sub", required=True, help="who the token is for")

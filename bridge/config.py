@@ -16,8 +16,7 @@ import tomllib
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from bridge.providers.settings import ACCOUNT_SECTIONS, Section, min_secret
 from bridge.redact import redact, register
@@ -209,6 +208,14 @@ class Config(_Section):
                     f"{acc.account_id!r} (already in antbuddy[{seen[key]}])"
                 )
             seen[key] = i
+        for section in ACCOUNT_SECTIONS:
+            tenants: dict[str, int] = {}
+            for i, block in enumerate(getattr(self, section)):
+                if block.tenant in tenants:
+                    raise ValueError(
+                        f"{section}[{i}] repeats tenant {block.tenant!r} (already in "
+                        f"{section}[{tenants[block.tenant]}]): one block per tenant")
+                tenants[block.tenant] = i
         return self
 
     def model_dump_safe(self) -> dict[str, Any]:

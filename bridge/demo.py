@@ -5,26 +5,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from typing import Callable
+import socket
+from typing import Any, Callable
 
 import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from bridge.api.security import mint_api
 from bridge.app import build_app
 from bridge.auth import mint
 from bridge.config import Config
 from bridge.serving import AppServer, bridge_server
 from bridge.simulator.app import Simulator, SimulatorSettings
+from bridge.simulator.suite import ProviderFakes
 
 DEMO_APP_ID = "demo-app"
 DEMO_APP_SECRET = "demo-app-secret-for-the-simulator"
 DEMO_TENANT = "demo"
 DEMO_ACCOUNT = "acct-demo"
+DEMO_CHANNELS = [f"calls:{DEMO_TENANT}", f"calls:{DEMO_TENANT}:*", f"system:{DEMO_TENANT}",
+                 f"presence:{DEMO_TENANT}", f"verifications:{DEMO_TENANT}"]
+WATCHED = [c for c in DEMO_CHANNELS if "*" not in c]
 
 
-def demo_config(*, host: str, port: int, sim_url: str, dialect: str, jwt_secret: str) -> Config:
+def demo_config(*, host: str, port: int, sim_url: str, dialect: str, jwt_secret: str,
+                providers: dict[str, Any] | None = None) -> Config:
     return Config.model_validate({
+        **(providers or {}),
         "server": {"host": host, "port": port},
         "broker": {"url": "memory://"},
         "auth": {"jwt_secret": jwt_secret},
@@ -43,39 +51,52 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event,
         extensions=[str(1001 + i) for i in range(args.extensions)],
         calls_per_second=args.rate, token_lifetime=args.token_lifetime,
     ))
-    async with AppServer(simulator.build_app()) as sim_server:
-        config = demo_config(host=args.host, port=args.port, sim_url=sim_server.url,
-                             dialect=args.dialect, jwt_secret=jwt_secret)
-        async with bridge_server(build_app(config), config) as bridge:
-            on_servers([sim_server, bridge])
-            token = mint(jwt_secret, sub="demo-client",
-                         channels=[f"calls:{DEMO_TENANT}", f"calls:{DEMO_TENANT}:*",
-                                   f"system:{DEMO_TENANT}"],
-                         ttl=24 * 3600)
-            print(_banner(bridge, sim_server, token), flush=True)
-            watcher = None
-            if not args.quiet:
-                watcher = asyncio.create_task(_watch(f"{bridge.ws_url}/ws", token))
-            try:
-                if args.duration is not None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), args.duration)
-                else:
-                    await stop.wait()
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watcher
+    fakes = ProviderFakes(DEMO_TENANT) if args.all else None
+    async with contextlib.AsyncExitStack() as stack:
+        sim_server = await stack.enter_async_context(AppServer(simulator.build_app()))
+        if fakes is not None:
+            await stack.enter_async_context(fakes.running())
+        port = args.port or _free_port(args.host)
+        config = demo_config(host=args.host, port=port, sim_url=sim_server.url,
+                             dialect=args.dialect, jwt_secret=jwt_secret,
+                             providers=fakes.config() if fakes is not None else None)
+        bridge = await stack.enter_async_context(bridge_server(build_app(config), config))
+        on_servers([sim_server, bridge])
+        token = mint(jwt_secret, sub="demo-client", channels=DEMO_CHANNELS, ttl=24 * 3600)
+        api_token = mint_api(jwt_secret, sub="demo-client", tenants=[DEMO_TENANT], ttl=24 * 3600,
+                             scopes=["calls:read", "calls:dial", "verifications:write"])
+        print(_banner(bridge, sim_server, token, api_token), flush=True)
+        tasks = []
+        if not args.quiet:
+            tasks.append(asyncio.create_task(_watch(f"{bridge.ws_url}/ws", token)))
+        if fakes is not None:
+            tasks.append(asyncio.create_task(fakes.traffic(bridge.url, api_token)))
+        try:
+            if args.duration is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.duration)
+            else:
+                await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     return 0
 
 
-def _banner(bridge: AppServer, sim: AppServer, token: str) -> str:
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _banner(bridge: AppServer, sim: AppServer, token: str, api_token: str) -> str:
     return "\n".join([
         "callbridge demo",
         f"  websocket  {bridge.ws_url}/ws",
         f"  token      {token}",
-        f"  health     {bridge.url}/readyz",
+        f"  api token  {api_token}",
+        f"  health     {bridge.url}/readyz   API: {bridge.url}/openapi.json",
         f"  simulator  {sim.url}  (POST {sim.url}/_sim/drop drops the upstream link)",
         "  first message to send: {\"type\":\"auth\",\"token\":\"<token>\"}, then",
         f"  {{\"type\":\"subscribe\",\"channels\":[\"calls:{DEMO_TENANT}\"]}}",
@@ -91,8 +112,7 @@ async def _watch(url: str, token: str) -> None:
             async with connect(url, proxy=None, compression=None) as ws:
                 await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
                 await ws.send(orjson.dumps({"type": "subscribe", "id": 1,
-                                            "channels": [f"calls:{DEMO_TENANT}",
-                                                         f"system:{DEMO_TENANT}"]}).decode())
+                                            "channels": WATCHED}).decode())
                 async for frame in ws:
                     message = orjson.loads(frame)
                     if message.get("type") == "event":
@@ -102,9 +122,14 @@ async def _watch(url: str, token: str) -> None:
 
 
 def _line(event: dict) -> str:  # type: ignore[type-arg]
-    caller = (event.get("caller") or {}).get("number") or "?"
-    callee = (event.get("callee") or {}).get("number") or "?"
-    ext = event.get("extension") or "-"
-    cause = (event.get("hangup") or {}).get("cause") or ""
-    return (f"{event.get('occurred_at', '')}  {event['type']:<15} ext {ext:<6} "
-            f"{caller} -> {callee}  {cause}").rstrip()
+    detail = event.get("detail") or {}
+    if event["type"] == "presence.changed":
+        what = f"ext {detail.get('extension')} {'online' if detail.get('online') else 'offline'}"
+    elif event["type"] == "verification.completed":
+        what = f"verification {detail.get('outcome')}"
+    else:
+        caller = (event.get("caller") or {}).get("number") or "?"
+        callee = (event.get("callee") or {}).get("number") or "?"
+        cause = (event.get("hangup") or {}).get("cause") or ""
+        what = f"ext {event.get('extension') or '-':<6} {caller} -> {callee}  {cause}"
+    return f"{event.get('occurred_at', '')}  {event['type']:<22} {event['provider']:<9} {what}".rstrip()

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 
 from bridge import channels
 from bridge.brokers.base import Broker, BrokerError
 from bridge.events import Event, EventType
+from bridge.recent import RecentIds
 
 log = logging.getLogger("bridge.pipeline")
 
@@ -34,40 +34,27 @@ def channels_for(event: Event) -> list[str]:
     return out
 
 
-class SeenIds:
-    """A bounded set of recent event ids: remembers the newest ``size`` ids."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, event_id: str) -> bool:
-        """Record ``event_id``; False when it was already there (a duplicate)."""
-        if event_id in self._ids:
-            self._ids.move_to_end(event_id)
-            return False
-        self._ids[event_id] = None
-        if len(self._ids) > self._size:
-            self._ids.popitem(last=False)
-        return True
-
-
 class Pipeline:
     def __init__(self, broker: Broker, *, queue_size: int = 10_000,
                  dedup_size: int = 65_536, retry_delay: float = 1.0) -> None:
         self._broker = broker
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
-        self._seen = SeenIds(dedup_size)
+        self._seen = RecentIds(dedup_size)
         self._retry_delay = retry_delay
         self.counts = {"submitted": 0, "duplicates": 0, "overflow": 0, "published": 0,
                        "publish_errors": 0}
         self._last_overflow_log = 0.0
 
     def submit(self, event: Event) -> bool:
-        """Queue ``event`` for publishing; False when it was a duplicate or the queue is full."""
-        if not self._seen.add(event.id):
+        """Queue ``event`` for publishing. Never blocks.
+
+        True when the event is queued, or was already seen (a duplicate: published or queued
+        before). False only when it was dropped because the queue is full: a poller should then
+        keep its cursor and offer the event again later.
+        """
+        if event.id in self._seen:
             self.counts["duplicates"] += 1
-            return False
+            return True
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -78,6 +65,7 @@ class Pipeline:
                 log.error("publish queue full (%d): events are being dropped (%d so far)",
                           self._queue.maxsize, self.counts["overflow"])
             return False
+        self._seen.add(event.id)
         self.counts["submitted"] += 1
         return True
 

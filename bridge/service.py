@@ -24,15 +24,15 @@ import httpx
 from bridge.brokers import Broker, BrokerError, from_url
 from bridge.brokers.resilient import ResilientBroker
 from bridge.config import AntBuddyAccount, Config
+from bridge.cursors import CursorStore, MemoryCursors, RedisCursors
 from bridge.events import Event, EventType
 from bridge.hub import Hub
 from bridge.lease import LeasedRunner, LeaseStore, LocalLeases
 from bridge.normalize import normalize_kazoo
 from bridge.pipeline import Pipeline
-from bridge.redact import redact, register
-from bridge.cursors import CursorStore, MemoryCursors, RedisCursors
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.registry import build_providers
+from bridge.redact import redact, register
 from bridge.revocation import MemoryRevocations, RedisRevocations, Revocations
 from bridge.tokens import TokenManager
 from bridge.upstream.stream import State, StreamSettings, UpstreamStream
@@ -101,8 +101,11 @@ class Service:
 
     async def start(self) -> None:
         up = self.config.upstream
+        # Idle connections are dropped before common servers' 5 s keep-alive ends, so a
+        # poller never reuses a connection the server is closing (a spurious ReadError).
         http = httpx.AsyncClient(timeout=up.request_timeout, trust_env=False,
-                                 headers={"user-agent": "callbridge"})
+                                 headers={"user-agent": "callbridge"},
+                                 limits=httpx.Limits(keepalive_expiry=2.0))
         self._stack.push_async_callback(http.aclose)
         self._http = http
         self.broker.set_handler(self.hub.on_message)

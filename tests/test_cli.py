@@ -74,3 +74,11 @@ def test_api_token_mints_a_scoped_token():
     bad = run("api-token", "--sub", "x", "--scopes", "calls:everything",
               env={"CALLBRIDGE__AUTH__JWT_SECRET": SECRET})
     assert bad.returncode == 2 and "calls:everything" in bad.stderr
+
+
+def test_demo_all_runs_every_provider_simulator():
+    result = run("demo", "--port", "0", "--rate", "2", "--duration", "14", "--all")
+    assert result.returncode == 0, result.stderr
+    providers = {line.split()[2] for line in result.stdout.splitlines()
+                 if line[:4].isdigit() and len(line.split()) > 2}
+    assert {"antbuddy", "quickom", "epacific", "kompaas"} <= providers, result.stdout

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Sequence
 
 from bridge.brokers.base import Broker, Replay, ReplayStatus, offset_key
 from bridge.events import envelope
+from bridge.recent import RecentWindow
 
 
 class _Channel:
@@ -35,9 +36,7 @@ class MemoryBroker(Broker):
         self._history_length = history_length
         self._channels: dict[str, _Channel] = {}
         self._subscribed: set[str] = set()
-        self._dedup_window = dedup_window
-        self._dedup_size = dedup_size
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen = RecentWindow(dedup_window, size=dedup_size)
 
     async def start(self) -> None:
         return None
@@ -51,23 +50,10 @@ class MemoryBroker(Broker):
             channel = self._channels[name] = _Channel(self._history_length)
         return channel
 
-    def _first_sighting(self, event_id: str) -> bool:
-        now = time.monotonic()
-        seen = self._seen
-        while seen:
-            oldest, at = next(iter(seen.items()))
-            if now - at < self._dedup_window and len(seen) < self._dedup_size:
-                break
-            seen.popitem(last=False)
-        if event_id in seen:
-            return False
-        seen[event_id] = now
-        return True
-
     async def publish(
         self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
     ) -> list[str] | None:
-        if event_id is not None and not self._first_sighting(event_id):
+        if event_id is not None and not self._seen.add(event_id):
             return None
         ms = int(time.time() * 1000)
         offsets = []

@@ -22,7 +22,8 @@ from bridge.events import Event
 
 @dataclass
 class ProviderContext:
-    #: Hand an event to the pipeline; False when it was a duplicate or the queue is full.
+    #: Hand an event to the pipeline. True: queued, or a duplicate of one already handled;
+    #: False: dropped because the queue is full (keep the cursor, offer it again later).
     submit: Callable[[Event], bool]
     #: Shared HTTP client (no environment proxies, sensible timeouts).
     http: httpx.AsyncClient

@@ -19,8 +19,10 @@ PACKAGES = {
 def build_providers(config: Any, context: ProviderContext, **extra: Any) -> list[Provider]:
     """One provider per configured account block, in configuration order.
 
-    ``extra`` is passed to packages whose ``create`` accepts it (AntBuddy's gets the upstream
-    streams, to fill outage gaps from call history).
+    ``extra`` is passed to every ``create`` (AntBuddy's uses the upstream streams, to fill
+    outage gaps from call history), with ``peers``: the list of providers already built from the
+    same section, which a provider may keep (one tenant with several AntBuddy accounts serves them
+    all from one set of routes).
     """
     providers: list[Provider] = []
     for section, package in PACKAGES.items():
@@ -33,6 +35,9 @@ def build_providers(config: Any, context: ProviderContext, **extra: Any) -> list
             if exc.name == package:
                 continue  # not built yet in this release
             raise
+        peers: list[Provider] = []
         for account in accounts:
-            providers.append(module.create(account, context, **extra))
+            provider = module.create(account, context, peers=peers, **extra)
+            peers.append(provider)
+            providers.append(provider)
     return providers

@@ -62,6 +62,8 @@ class EPacificAccount(Section):
     page_limit: int = Field(100, ge=1, le=1000)
     #: How far back the first poll (with no saved cursor) reaches, in seconds.
     initial_lookback: float = Field(3600.0, ge=0)
+    #: Seconds a CDR may appear after its call started (each poll re-reads this far back).
+    settle_window: float = Field(3600.0, gt=0)
 
     _url = field_validator("api_url")(lambda v: _http_url(v))
     _secrets = field_validator("api_key", "api_secret")(lambda v: min_secret(v, 4))

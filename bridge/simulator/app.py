@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.simulator.hub import SignalHub
-from bridge.simulator.oapi import oapi_routes
+from bridge.simulator.oapi import OapiRest, oapi_routes
 from bridge.simulator.tokens import TokenStore
 from bridge.simulator.traffic import Traffic
 
@@ -60,17 +60,21 @@ class Simulator:
                                  expire_format=s.expire_format)
         self.hub = SignalHub(self.tokens, dialects=s.dialects, expiry_policy=s.expiry_policy,
                              heartbeat_interval=s.heartbeat_interval)
+        #: Past calls, as the oapi's call history serves them (fed by the traffic).
+        self.rest = OapiRest()
         self.journal: deque[tuple[str, str, str, str]] = deque(maxlen=s.journal_size or 1)
-        self.traffic = Traffic(self._emit, accounts=list(s.accounts),
+        self.traffic = Traffic(self.emit, accounts=list(s.accounts),
                                extensions=list(s.extensions),
                                calls_per_second=s.calls_per_second,
                                time_scale=s.time_scale, seed=s.seed)
         self._traffic_task: asyncio.Task[None] | None = None
 
-    def _emit(self, account_id: str, name: str, payload: dict) -> int:
+    def emit(self, account_id: str, name: str, payload: dict) -> int:
+        """Send one signal as the traffic does: journaled, kept in the call history, emitted."""
         if self.settings.journal_size:
             self.journal.append((account_id, name, str(payload.get("Call-ID")),
                                  str(payload.get("Msg-ID"))))
+        self.rest.history.observe(account_id, name, payload)
         return self.hub.emit(account_id, name, payload)
 
     def start_traffic(self, calls_per_second: float | None = None) -> None:
@@ -130,7 +134,7 @@ class Simulator:
 
         return Starlette(
             routes=[
-                *oapi_routes(self.tokens),
+                *oapi_routes(self.tokens, rest=self.rest),
                 Route("/_sim/stats", stats),
                 Route("/_sim/drop", drop, methods=["POST"]),
                 Route("/_sim/rate", rate, methods=["POST"]),

@@ -6,6 +6,17 @@ optional JSON body ``{"sipUser", "sipPassword"}``, answer ``{"value", "expire"}`
 ``{"error": ...}``: 401 for an unknown app or a wrong hash, 400 for a malformed body, and any
 fault queued on the store. Each endpoint is one handler; more oapi endpoints join the list
 returned by :func:`oapi_routes`.
+
+The REST endpoints keep their state in an :class:`OapiRest` (the simulator's ``rest``):
+
+- ``POST /oapi/v1/call/click-to-call/:number``: the app headers, body ``{"sipUser",
+  "sipPassword"}``; 400 when the device is not online (``OapiRest.online``; None: all online).
+- ``GET /oapi/v1/call/histories``: ``hash`` over the parameters exactly as sent; 400 for a
+  window over 31 days, ``to`` before ``from``, ``limit`` outside 1..100 or ``page`` < 1; the
+  answer is a JSON array of records (``created_from``/``created_to`` as Unix seconds or
+  ``YYYY-MM-DD HH:MM:SS`` UTC, both inclusive).
+- ``GET /oapi/v1/call/play_recording``: ``{"media": <URL>}``, a URL under
+  ``/_sim/recordings/`` signed with a key of the simulator and valid ``url_lifetime`` seconds.
 """
 
 from __future__ import annotations
@@ -14,16 +25,58 @@ import asyncio
 import hashlib
 import hmac
 import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge.simulator.history import CallHistory
 from bridge.simulator.tokens import TokenStore
 
 AUTH_TOKEN_PATH = "/oapi/v1/voice/auth_token"
+CLICK_TO_CALL_PATH = "/oapi/v1/call/click-to-call/{number}"
+HISTORIES_PATH = "/oapi/v1/call/histories"
+PLAY_RECORDING_PATH = "/oapi/v1/call/play_recording"
+RECORDINGS_PATH = "/_sim/recordings/{media}"
 _MAX_BODY = 16_384
+MAX_WINDOW = 31 * 86_400
+
+
+@dataclass
+class OapiRest:
+    """State of the simulated REST endpoints."""
+
+    history: CallHistory = field(default_factory=CallHistory)
+    #: SIP users whose device is registered; None: every device is online.
+    online: set[str] | None = None
+    #: app id -> the accounts whose history it may read; an app not listed reads every account.
+    app_accounts: dict[str, set[str]] = field(default_factory=dict)
+    url_lifetime: float = 600.0
+    url_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    #: (app id, number, sip user) of every click-to-call placed
+    dials: list[tuple[str, str, str]] = field(default_factory=list)
+    #: every histories query served: (created_from, created_to, limit, page) as sent
+    history_queries: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def sign(self, media: str, expires: int) -> str:
+        return hmac.new(self.url_key, f"{media}|{expires}".encode(), "sha256").hexdigest()
+
+
+def parse_date(text: str) -> int | None:
+    """Unix seconds from ``1700000000`` or ``2023-11-14 22:13:20`` (UTC); None if neither."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    return int(moment.replace(tzinfo=timezone.utc).timestamp())
 
 
 def app_hash(app_id: str, app_secret: str, *extra: str) -> str:
@@ -59,8 +112,16 @@ async def _json_body(request: Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def oapi_routes(store: TokenStore, *, delay: float = 0.0) -> list[BaseRoute]:
+def _query_hash_ok(store: TokenStore, app_id: str, given: str, *fields: str) -> bool:
+    secret = store.apps.get(app_id)
+    expected = app_hash(app_id, secret if secret is not None else "\0unknown", *fields)
+    return hmac.compare_digest(given.lower().encode(), expected.encode()) and secret is not None
+
+
+def oapi_routes(store: TokenStore, *, delay: float = 0.0,
+                rest: OapiRest | None = None) -> list[BaseRoute]:
     """Routes for the simulated oapi; every answer is held ``delay`` seconds first."""
+    state = rest if rest is not None else OapiRest()
 
     async def auth_token(request: Request) -> Response:
         store.requests += 1
@@ -82,4 +143,74 @@ def oapi_routes(store: TokenStore, *, delay: float = 0.0) -> list[BaseRoute]:
         token, expires_at = store.issue(app_id)
         return JSONResponse({"value": token, "expire": store.expire_value(expires_at)})
 
-    return [Route(AUTH_TOKEN_PATH, auth_token, methods=["POST"])]
+    async def click_to_call(request: Request) -> Response:
+        app_id = authenticate(store, request)
+        if app_id is None:
+            return _error(401, "invalid app id or app hash")
+        number = request.path_params["number"]
+        body = await _json_body(request)
+        if body is None:
+            return _error(400, "body must be a JSON object")
+        user, password = body.get("sipUser"), body.get("sipPassword")
+        if not isinstance(user, str) or not isinstance(password, str) or not user:
+            return _error(400, "sipUser and sipPassword are required")
+        if not number.lstrip("+").replace("*", "").replace("#", "").isdigit():
+            return _error(400, "invalid number")
+        if state.online is not None and user not in state.online:
+            return _error(400, "device offline: the SIP device is not registered")
+        state.dials.append((app_id, number, user))
+        return JSONResponse({"status": "success"})
+
+    async def histories(request: Request) -> Response:
+        q = request.query_params
+        app_id, given = q.get("appId", ""), q.get("hash", "")
+        fields = [q.get("created_from", ""), q.get("created_to", ""), q.get("limit", ""),
+                  q.get("page", "")]
+        if not _query_hash_ok(store, app_id, given, *fields):
+            return _error(401, "invalid appId or hash")
+        state.history_queries.append((fields[0], fields[1], fields[2], fields[3]))
+        start, end = parse_date(fields[0]), parse_date(fields[1])
+        if start is None or end is None:
+            return _error(400, "created_from and created_to are required dates")
+        if end < start:
+            return _error(400, "created_to is before created_from")
+        if end - start > MAX_WINDOW:
+            return _error(400, "the time filter is at most 31 days")
+        try:
+            limit, page = int(fields[2] or 20), int(fields[3] or 1)
+        except ValueError:
+            return _error(400, "limit and page are numbers")
+        if not 1 <= limit <= 100 or page < 1:
+            return _error(400, "limit is 1..100 and page >= 1")
+        records = state.history.query(start, end, state.app_accounts.get(app_id))
+        return JSONResponse(records[(page - 1) * limit: page * limit])
+
+    async def play_recording(request: Request) -> Response:
+        q = request.query_params
+        app_id, media = q.get("appId", ""), q.get("media", "")
+        if not _query_hash_ok(store, app_id, q.get("hash", ""), media):
+            return _error(401, "invalid appId or hash")
+        if media not in state.history.recordings():
+            return _error(404, "no such recording")
+        expires = int(time.time() + state.url_lifetime)
+        url = (f"{str(request.base_url).rstrip('/')}/_sim/recordings/{quote(media)}"
+               f"?Expires={expires}&Signature={state.sign(media, expires)}")
+        return JSONResponse({"media": url})
+
+    async def recording_file(request: Request) -> Response:
+        media = request.path_params["media"]
+        try:
+            expires = int(request.query_params.get("Expires", ""))
+        except ValueError:
+            return _error(403, "unsigned URL")
+        signature = request.query_params.get("Signature", "")
+        if not hmac.compare_digest(signature.encode(), state.sign(media, expires).encode()) \
+                or expires < time.time():
+            return _error(403, "the URL is not valid or has expired")
+        return Response(b"ID3" + media.encode(), media_type="audio/mpeg")
+
+    return [Route(AUTH_TOKEN_PATH, auth_token, methods=["POST"]),
+            Route(CLICK_TO_CALL_PATH, click_to_call, methods=["POST"]),
+            Route(HISTORIES_PATH, histories, methods=["GET"]),
+            Route(PLAY_RECORDING_PATH, play_recording, methods=["GET"]),
+            Route(RECORDINGS_PATH, recording_file, methods=["GET"])]

@@ -23,7 +23,12 @@ from bridge.aio import first_of
 from bridge.backoff import backoff
 from bridge.tokens import Token, TokenAuthError, TokenManager, TokenUnavailable
 from bridge.upstream.auto import ProbeFailed, probe
-from bridge.upstream.connection import CallSink, ConnectFailed, Connection, SubscribeRefused
+from bridge.upstream.connection import (
+    CallSink,
+    ConnectFailed,
+    Connection,
+    SubscribeRefused,
+)
 from bridge.upstream.dialects import codec_for
 
 log = logging.getLogger("bridge.upstream")
@@ -87,6 +92,7 @@ class UpstreamStream:
         self.tokens = tokens
         self._http = http
         self._on_call = on_call
+        self._listeners: list[CallSink] = []
         self._on_notice = on_notice
         self._rng = rng or random.Random()
         self.status = StreamStatus()
@@ -114,6 +120,21 @@ class UpstreamStream:
             "token_state": self.tokens.state,
             "last_error": self.status.last_error,
         }
+
+    def add_call_listener(self, listener: CallSink) -> None:
+        """Let ``listener(name, payload)`` see every live call signal too, after the sink.
+
+        A listener that raises is logged and never disturbs delivery.
+        """
+        self._listeners.append(listener)
+
+    def _dispatch_call(self, name: str, payload: dict) -> None:
+        self._on_call(name, payload)
+        for listener in self._listeners:
+            try:
+                listener(name, payload)
+            except Exception:
+                log.exception("%s: call listener failed", self.name)
 
     def request_reconnect(self) -> None:
         """Drop the current connection and reconnect now (admin action)."""
@@ -191,7 +212,7 @@ class UpstreamStream:
             self._dialect = await probe(s.ws_url, self._http, s.connect_timeout)
             log.info("%s: server speaks %s", self.name, self._dialect)
         self.status.dialect = self._dialect
-        conn = Connection(codec_for(self._dialect), label=self.name, on_call=self._on_call)
+        conn = Connection(codec_for(self._dialect), label=self.name, on_call=self._dispatch_call)
         self._connections.add(conn)
         try:
             await conn.open(s.ws_url, self._http, s.connect_timeout)

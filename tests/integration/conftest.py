@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosed
 from bridge.app import build_app
 from bridge.auth import mint
 from bridge.config import Config
-from bridge.serving import AppServer, bridge_server
 from bridge.service import Service
+from bridge.serving import AppServer, bridge_server
 from bridge.simulator.app import Simulator, SimulatorSettings
 
 #: One unit for every wait in these tests; raise it on a slow machine.

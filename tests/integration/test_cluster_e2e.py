@@ -8,7 +8,13 @@ import httpx
 import pytest
 
 from tests.cluster import binaries_missing, redis_cluster
-from tests.integration.conftest import TENANT, bridge_config, eventually, wait_ready, watch
+from tests.integration.conftest import (
+    TENANT,
+    bridge_config,
+    eventually,
+    wait_ready,
+    watch,
+)
 
 pytestmark = pytest.mark.skipif(binaries_missing() is not None,
                                 reason=binaries_missing() or "")

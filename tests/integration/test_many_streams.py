@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.integration.conftest import TENANT, bridge_config, eventually, wait_ready, watch
+from tests.integration.conftest import (
+    TENANT,
+    bridge_config,
+    eventually,
+    wait_ready,
+    watch,
+)
 
 
 async def test_fifty_streams_subscribe_and_deliver(start_simulator, start_bridge):

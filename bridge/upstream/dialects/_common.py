@@ -10,7 +10,13 @@ from urllib.parse import urlsplit
 import orjson
 
 from bridge.redact import MASK, redact, register
-from bridge.upstream.dialects.base import AuthFailed, CallSignal, Malformed, Signal, UpstreamError
+from bridge.upstream.dialects.base import (
+    AuthFailed,
+    CallSignal,
+    Malformed,
+    Signal,
+    UpstreamError,
+)
 
 EXCERPT_LENGTH = 80
 # Redact a window well past the excerpt: a token cut by the window's edge never reaches the excerpt.

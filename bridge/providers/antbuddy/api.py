@@ -1,0 +1,139 @@
+"""callbridge's HTTP API for AntBuddy: click-to-call and recording URLs.
+
+One set of routes serves every ``[[antbuddy]]`` block; the ``{tenant}`` path parameter (and an
+optional ``account_id``) picks the block. Upstream failures become clear errors:
+the provider's click-to-call 400 is ``409 device_offline``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.api.endpoints import ApiError, Endpoint, Principal
+from bridge.providers.antbuddy import rest
+from bridge.providers.antbuddy.client import OapiError
+from bridge.redact import register
+
+if TYPE_CHECKING:
+    from bridge.providers.antbuddy.provider import AntBuddyRest
+
+_MAX_BODY = 4096
+_ERR = {"description": "error", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/Error"}}}}
+_ACCOUNT_PARAM = {"name": "account_id", "in": "query", "required": False,
+                  "schema": {"type": "string"},
+                  "description": "The AntBuddy account, when the tenant has several."}
+_UPSTREAM = {
+    "unauthorized": (502, "upstream_auth", "the provider rejected callbridge's app credentials"),
+    "not_found": (404, "not_found", "the provider has no such item"),
+    "rejected": (502, "upstream_rejected", "the provider refused the request"),
+    "unavailable": (502, "upstream_unavailable", "the provider could not be reached"),
+}
+
+
+def _upstream_error(exc: OapiError) -> ApiError:
+    if exc.kind == "device_offline":
+        return ApiError(409, "device_offline", "the SIP device is offline (not registered with "
+                        "AntBuddy); register the phone and try again")
+    status, code, message = _UPSTREAM.get(exc.kind, _UPSTREAM["unavailable"])
+    return ApiError(status, code, message)
+
+
+def endpoints(owner: AntBuddyRest) -> list[Endpoint]:
+    directory = owner.directory
+
+    def pick(request: Request, account_id: str | None) -> AntBuddyRest:
+        tenant = request.path_params["tenant"]
+        choices = [p for p in directory if p.tenant == tenant
+                   and (account_id is None or p.account_id == account_id)]
+        if not choices:
+            raise ApiError(404, "unknown_tenant", "no AntBuddy account for this tenant")
+        return choices[0]
+
+    async def dial(request: Request, principal: Principal | None) -> Response:
+        raw = await request.body()
+        if len(raw) > _MAX_BODY:
+            raise ApiError(413, "too_large", "the request body is too large")
+        try:
+            body = orjson.loads(raw or b"{}")
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_body", "the body must be a JSON object")
+        number, sip_user, sip_password = (body.get("number"), body.get("sip_user"),
+                                          body.get("sip_password"))
+        account_id = body.get("account_id") or request.query_params.get("account_id")
+        if not isinstance(number, str) or not rest.NUMBER_RE.fullmatch(number):
+            raise ApiError(422, "invalid_number",
+                           "number: 2 to 20 digits (and * #), optionally after a +")
+        if any(v is not None and not isinstance(v, str) for v in (sip_user, sip_password,
+                                                                   account_id)):
+            raise ApiError(422, "invalid_body", "sip_user, sip_password and account_id are "
+                           "strings")
+        register(sip_password)
+        provider = pick(request, account_id)
+        if sip_user is None and sip_password is None:
+            sip_user = provider.account.sip_user
+            secret = provider.account.sip_password
+            sip_password = secret.get_secret_value() if secret is not None else None
+        if not sip_user or not sip_password:
+            raise ApiError(422, "no_device", "give sip_user and sip_password (none configured)")
+        try:
+            await provider.client.click_to_call(number, sip_user, sip_password)
+        except OapiError as exc:
+            raise _upstream_error(exc) from None
+        return JSONResponse({"status": "dialing", "number": number, "sip_user": sip_user,
+                             "account_id": provider.account_id})
+
+    async def recording(request: Request, principal: Principal | None) -> Response:
+        media = request.path_params["media"]
+        if not rest.MEDIA_RE.fullmatch(media) or ".." in media:
+            raise ApiError(422, "invalid_media", "media: a recording file name")
+        provider = pick(request, request.query_params.get("account_id"))
+        try:
+            url = await provider.client.recording_url(media)
+        except OapiError as exc:
+            raise _upstream_error(exc) from None
+        return JSONResponse({"media": media, "url": url})
+
+    dial_op = {
+        "description": "Rings the SIP device (configured, or given in the body), then "
+                       "connects it to `number` (AntBuddy click-to-call).",
+        "parameters": [_ACCOUNT_PARAM],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["number"], "additionalProperties": False,
+            "properties": {
+                "number": {"type": "string", "pattern": rest.NUMBER_RE.pattern},
+                "sip_user": {"type": "string"}, "sip_password": {"type": "string"},
+                "account_id": {"type": "string"}}}}}},
+        "responses": {
+            "200": {"description": "the device is ringing", "content": {"application/json": {
+                "schema": {"type": "object", "properties": {
+                    "status": {"type": "string", "enum": ["dialing"]},
+                    "number": {"type": "string"}, "sip_user": {"type": "string"},
+                    "account_id": {"type": "string"}}}}}},
+            "400": _ERR, "404": _ERR, "409": {**_ERR, "description": "device offline"},
+            "413": _ERR, "422": _ERR, "502": _ERR},
+    }
+    rec_op = {
+        "description": "A signed, expiring URL of a recording file named by a call record "
+                       "(`detail.recording`), from AntBuddy's play_recording.",
+        "parameters": [_ACCOUNT_PARAM],
+        "responses": {
+            "200": {"description": "the URL", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["media", "url"], "properties": {
+                    "media": {"type": "string"},
+                    "url": {"type": "string", "format": "uri"}}}}}},
+            "404": _ERR, "422": _ERR, "502": _ERR},
+    }
+    base = "/api/v1/antbuddy/{tenant}"
+    return [
+        Endpoint("POST", f"{base}/calls", dial, "calls:dial", "Click-to-call", dial_op,
+                 ("antbuddy",), tenant=owner.tenant),
+        Endpoint("GET", f"{base}/recordings/{{media}}", recording, "calls:read",
+                 "Recording URL", rec_op, ("antbuddy",), tenant=owner.tenant),
+    ]

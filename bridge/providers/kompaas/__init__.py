@@ -1,0 +1,15 @@
+"""Kompaas: verification (flash) calls and their outcome webhook (docs/providers/kompaas.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.providers.base import ProviderContext
+from bridge.providers.kompaas.provider import KompaasProvider
+from bridge.providers.settings import KompaasAccount
+
+__all__ = ["KompaasProvider", "create"]
+
+def create(account: KompaasAccount, context: ProviderContext, **extra: Any) -> KompaasProvider:
+    """The provider of one ``[[kompaas]]`` block; unknown ``extra`` is ignored."""
+    return KompaasProvider(account, context)

@@ -1,0 +1,122 @@
+"""The Quickom provider of one tenant: webhook receiver, backfill poller, API endpoints.
+
+Several ``[[quickom]]`` blocks declare the same paths (they carry ``{tenant}``); the API router
+hands each request to the provider of the tenant in its path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.api.endpoints import ApiError, Endpoint, Principal
+from bridge.backoff import backoff
+from bridge.brokers.base import BrokerError
+from bridge.providers.base import Provider, ProviderContext
+from bridge.providers.quickom import signature
+from bridge.providers.quickom.api import api_endpoints, webhook_operation
+from bridge.providers.quickom.backfill import Backfill, SeenCalls
+from bridge.providers.quickom.calls import InvalidCall, call_event
+from bridge.providers.quickom.client import QuickomClient, QuickomError
+from bridge.providers.quickom.webhook import read_body
+from bridge.providers.settings import QuickomAccount
+from bridge.recent import RecentWindow
+from bridge.redact import redact, register
+
+log = logging.getLogger("bridge.providers.quickom")
+
+#: Call ids remembered (and saved in the cursor) to keep backfill from repeating calls.
+SEEN_CALLS = 2000
+
+
+class QuickomProvider(Provider):
+    def __init__(self, account: QuickomAccount, context: ProviderContext) -> None:
+        self.account = account
+        self.tenant = account.tenant
+        self.name = f"quickom/{account.tenant}"
+        self._context = context
+        self._secret = account.signing_secret.get_secret_value()
+        register(self._secret)
+        register(account.api_key.get_secret_value())
+        self.client = QuickomClient(context.http, account.api_url,
+                                    account.api_key.get_secret_value())
+        self.requests = RecentWindow(account.request_id_window)
+        self.seen = SeenCalls(SEEN_CALLS)
+        self.backfill = Backfill(tenant=self.tenant, client=self.client, cursors=context.cursors,
+                                 submit=context.submit, limit=account.backfill_limit,
+                                 seen=self.seen)
+        self.counts = {"webhooks": 0, "repeats": 0, "rejected": 0, "backfilled": 0}
+        self._ok = True
+        self._last_error: str | None = None
+
+    # -- webhook ---------------------------------------------------------------------------------
+
+    def endpoints(self) -> list[Endpoint]:
+        async def webhook(request: Request, principal: Principal | None) -> Response:
+            return await self.receive(request)
+
+        return [
+            Endpoint("POST", "/webhooks/quickom/{tenant}", webhook, None,
+                     "Receive a Quickom call webhook", webhook_operation(), ("quickom",),
+                     tenant=self.tenant),
+            *api_endpoints(self),
+        ]
+
+    async def receive(self, request: Request) -> Response:
+        """Verify, de-duplicate and hand over one webhook; only fast work happens here."""
+        header = request.headers.get("signature")
+        if not header:
+            self.counts["rejected"] += 1
+            raise ApiError(401, "missing_signature", "the Signature header is required")
+        raw = await read_body(request, self.account.max_body_bytes)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "malformed_json", "the body must be a JSON object")
+        if not signature.verify(self._secret, body, header):
+            self.counts["rejected"] += 1
+            raise ApiError(401, "invalid_signature", "the Signature header does not match")
+        try:
+            event = call_event(body, self.tenant)
+        except InvalidCall as exc:
+            raise ApiError(400, "invalid_call", str(exc)) from None
+        request_id = body.get("request_id")
+        if isinstance(request_id, (str, int)) and not isinstance(request_id, bool) \
+                and not self.requests.add(str(request_id)):
+            self.counts["repeats"] += 1
+            return JSONResponse({"status": "duplicate"})
+        self.counts["webhooks"] += 1
+        self._context.submit(event)
+        assert event.call_id is not None
+        self.seen.add(event.call_id)
+        return JSONResponse({"status": "accepted"})
+
+    # -- backfill --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        interval = self.account.backfill_interval
+        delays = backoff(1.0, 2.0, max(1.0, min(interval or 300.0, 300.0)))
+        while True:
+            try:
+                self.counts["backfilled"] += await self.backfill.poll()
+                self._ok, self._last_error = True, None
+                delays = backoff(1.0, 2.0, max(1.0, min(interval or 300.0, 300.0)))
+                if interval == 0:
+                    await asyncio.Event().wait()  # only at start
+                await asyncio.sleep(interval)
+            except (QuickomError, BrokerError) as exc:
+                self._ok = False
+                self._last_error = redact(getattr(exc, "message", None) or str(exc))
+                log.warning("%s: backfill failed: %s", self.name, self._last_error)
+                await asyncio.sleep(next(delays))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self._ok, "error": self._last_error,
+                "counts": dict(self.counts), "cursor_calls": len(self.seen)}
