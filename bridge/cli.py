@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(path: str | None):  # type: ignore[no-untyped-def]
-    from bridge.config import ConfigError, load_config
+    from bridge.config_load import ConfigError, load_config
 
     try:
         return load_config(path, os.environ)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import DEFAULT_BINDINGS, ConfigError, load_config
+from bridge.config import DEFAULT_BINDINGS
+from bridge.config_load import ConfigError, load_config
 from bridge.redact import redact
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
