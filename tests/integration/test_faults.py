@@ -107,7 +107,7 @@ async def test_events_published_elsewhere_meanwhile_are_not_awaited_as_echoes():
         await broker.publish(["calls:t"], event(1)[1], event_id=event(1)[0])
         inner.down = False
         # another instance published the same event first: the broker de-duplicates it
-        inner._first_sighting("ev-1")
+        inner._seen.add("ev-1")
         assert await broker.flush(5 * SCALE)
         assert not broker._echoes, "no copy of ev-1 will come back: nothing may wait for one"
         await broker.publish(["calls:t"], event(2)[1], event_id=event(2)[0])
