@@ -17,10 +17,15 @@ from bridge.api.routes import api_routes, openapi_document
 from bridge.config import Config
 from bridge.downstream.endpoint import ws_route
 from bridge.service import Service
+from bridge.web import DemoBoard, web_routes
 
 
-def build_app(config: Config, service: Service | None = None) -> Starlette:
-    """The ASGI app; it starts and stops ``service`` (built from ``config`` when None)."""
+def build_app(config: Config, service: Service | None = None, *,
+              demo: DemoBoard | None = None) -> Starlette:
+    """The ASGI app; it starts and stops ``service`` (built from ``config`` when None).
+
+    ``demo``: what the demo's board may mint (the board is then served at ``/``).
+    """
     svc = service or Service(config)
     server = config.server
 
@@ -64,5 +69,6 @@ def build_app(config: Config, service: Service | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    app.router.routes.extend(web_routes(config, svc, demo=demo))
     app.state.service = svc
     return app

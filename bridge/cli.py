@@ -1,4 +1,4 @@
-"""``callbridge``: serve, demo, token, simulate."""
+"""``callbridge``: serve, demo, token, simulate, bench."""
 
 from __future__ import annotations
 
@@ -68,7 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--expire-format", default="ttl", choices=["ttl", "unix", "unix_ms", "iso"])
     sim.add_argument("--expiry-policy", default="subscribe", choices=["subscribe", "disconnect"])
 
+    # -- bench ---------------------------------------------------------------------------------
+    bench = commands.add_parser(
+        "bench", help="benchmark callbridge against a bare websockets server and python-socketio")
+    from bridge.bench.runner import add_arguments as _bench_arguments
+    _bench_arguments(bench)
+    # -- end bench -----------------------------------------------------------------------------
+
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from bridge.bench.runner import main as bench_main
+        return bench_main(args, list(sys.argv[1:] if argv is None else argv))
     if args.command == "token":
         return _token(args)
     if args.command == "api-token":

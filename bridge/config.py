@@ -47,6 +47,8 @@ class ServerConfig(_Section):
     send_timeout: float = Field(30.0, gt=0)
     #: Seconds to wait for open connections to close on shutdown.
     shutdown_timeout: float = Field(10.0, gt=0)
+    #: Serve the live softphone board at ``/`` (and callbridge.js, which is always served).
+    board: bool = False
 
 
 class BrokerConfig(_Section):

@@ -19,6 +19,7 @@ from bridge.config import Config
 from bridge.serving import AppServer, bridge_server
 from bridge.simulator.app import Simulator, SimulatorSettings
 from bridge.simulator.suite import ProviderFakes
+from bridge.web import DemoBoard
 
 DEMO_APP_ID = "demo-app"
 DEMO_APP_SECRET = "demo-app-secret-for-the-simulator"
@@ -40,6 +41,8 @@ def demo_config(*, host: str, port: int, sim_url: str, dialect: str, jwt_secret:
             "tenant": DEMO_TENANT, "oapi_url": sim_url,
             "ws_url": sim_url.replace("http://", "ws://", 1), "dialect": dialect,
             "app_id": DEMO_APP_ID, "app_secret": DEMO_APP_SECRET, "account_id": DEMO_ACCOUNT,
+            # the device click-to-call rings first (the simulator treats every device as online)
+            "sip_user": "demo-desk", "sip_password": "demo-desk-password",
         }],
     })
 
@@ -60,7 +63,10 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event,
         config = demo_config(host=args.host, port=port, sim_url=sim_server.url,
                              dialect=args.dialect, jwt_secret=jwt_secret,
                              providers=fakes.config() if fakes is not None else None)
-        bridge = await stack.enter_async_context(bridge_server(build_app(config), config))
+        board = DemoBoard(jwt_secret=jwt_secret, tenant=DEMO_TENANT,
+                          extensions=[str(1001 + i) for i in range(args.extensions)])
+        bridge = await stack.enter_async_context(
+            bridge_server(build_app(config, demo=board), config))
         on_servers([sim_server, bridge])
         token = mint(jwt_secret, sub="demo-client", channels=DEMO_CHANNELS, ttl=24 * 3600)
         api_token = mint_api(jwt_secret, sub="demo-client", tenants=[DEMO_TENANT], ttl=24 * 3600,
@@ -93,6 +99,7 @@ def _free_port(host: str) -> int:
 def _banner(bridge: AppServer, sim: AppServer, token: str, api_token: str) -> str:
     return "\n".join([
         "callbridge demo",
+        f"  board      {bridge.url}/   (live softphone board; open it in a browser)",
         f"  websocket  {bridge.ws_url}/ws",
         f"  token      {token}",
         f"  api token  {api_token}",

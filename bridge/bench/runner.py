@@ -1,0 +1,107 @@
+"""``callbridge bench SCENARIO``: run a scenario against each target, ``runs`` times, interleaved.
+
+Run ``r`` measures every target before run ``r + 1`` starts, so ratios between targets come
+from the same run (same machine state). Results: JSON (``--json FILE``) and a printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import statistics
+import sys
+from typing import Any
+
+from bridge.bench import common, report
+from bridge.bench.targets import TARGETS
+
+SCENARIOS = ("callcenter", "firehose", "idle", "upstream")
+#: Scenarios that only make sense for callbridge (they drive its upstream side).
+CALLBRIDGE_ONLY = {"callcenter", "upstream"}
+
+
+def _module(name: str):  # type: ignore[no-untyped-def]
+    # Imported on use: python-socketio (the bench extra) is only needed when a bench runs.
+    return importlib.import_module(f"bridge.bench.{name}")
+
+
+def add_arguments(bench: argparse.ArgumentParser) -> None:
+    bench.add_argument("scenario", choices=SCENARIOS)
+    bench.add_argument("--runs", type=int, default=3, help="runs per target (median reported)")
+    bench.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness only")
+    bench.add_argument("--json", metavar="FILE", help="write the full results here")
+    bench.add_argument("--targets", default=",".join(TARGETS),
+                       help="comma-separated: callbridge,ceiling,peer")
+    bench.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    bench.add_argument("--workers", type=int, default=2, help="client processes")
+    bench.add_argument("--clients", type=int, help="connections (scenario default otherwise)")
+    bench.add_argument("--events", type=int, help="firehose: events injected")
+    bench.add_argument("--rate", type=float, help="callcenter: upstream events per second")
+    bench.add_argument("--duration", type=float,
+                       help="callcenter/upstream: seconds of traffic; idle: seconds at rest")
+    bench.add_argument("--streams", type=int, help="upstream: upstream streams (accounts)")
+    bench.add_argument("--token-lifetime", type=float, help="upstream: token lifetime, seconds")
+
+
+def scenario_params(args: argparse.Namespace) -> dict[str, Any]:
+    name = args.scenario
+    firehose, idle, callcenter, upstream = (
+        _module(n) for n in ("firehose", "idle", "callcenter", "upstream"))
+    if name == "firehose":
+        return firehose.params(args.smoke, args.clients, args.events)
+    if name == "idle":
+        return idle.params(args.smoke, args.clients, args.duration)
+    if name == "callcenter":
+        return callcenter.params(args.smoke, args.clients, args.rate, args.duration)
+    return upstream.params(args.smoke, args.streams, args.token_lifetime, args.duration)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    module = _module(args.scenario)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise SystemExit(f"callbridge bench: unknown target(s): {', '.join(unknown)}")
+    if args.scenario in CALLBRIDGE_ONLY:
+        targets = ["callbridge"]
+    if args.runs < 1:
+        raise SystemExit("callbridge bench: --runs must be at least 1")
+    params = scenario_params(args)
+    opts = common.Options(redis_url=args.redis, workers=args.workers, smoke=args.smoke)
+    per_target: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    for r in range(args.runs):
+        for t in targets:
+            print(f"[{args.scenario}] run {r + 1}/{args.runs}: {t} ...", file=sys.stderr,
+                  flush=True)
+            per_target[t].append(module.run_once(t, params, opts))
+    command = "callbridge " + " ".join(shlex.quote(a) for a in argv)
+    data = report.result(args.scenario, command, params, per_target, module.HEADLINE)
+    data["ratios"] = ratios(args.scenario, per_target)
+    return data
+
+
+def ratios(scenario: str, per_target: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    """Firehose: callbridge throughput over each other target's, median of per-run ratios."""
+    out: dict[str, float] = {}
+    if scenario != "firehose" or "callbridge" not in per_target:
+        return out
+    ours = per_target["callbridge"]
+    for other in ("ceiling", "peer"):
+        theirs = per_target.get(other, [])
+        pairs = [a["delivered_per_s"] / b["delivered_per_s"] for a, b in zip(ours, theirs)
+                 if b["delivered_per_s"]]
+        if pairs:
+            out[f"callbridge_over_{other}"] = statistics.median(pairs)
+    return out
+
+
+def main(args: argparse.Namespace, argv: list[str]) -> int:
+    data = run(args, argv)
+    print(report.table(data))
+    for name, value in data["ratios"].items():
+        print(f"{name}: {value:.2f}x")
+    if args.json:
+        with open(args.json, "wb") as f:
+            f.write(report.dumps(data))
+    return 0

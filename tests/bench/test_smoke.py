@@ -1,0 +1,68 @@
+"""Smoke runs of every benchmark scenario: tiny sizes, well-formed results, no thresholds."""
+
+from __future__ import annotations
+
+import argparse
+
+import orjson
+import pytest
+
+from bridge.bench import runner
+
+pytest.importorskip("socketio")
+
+
+def bench(*argv: str) -> dict:
+    parser = argparse.ArgumentParser()
+    runner.add_arguments(parser)
+    argv = (*argv, "--smoke", "--runs", "1", "--workers", "1")
+    return runner.run(parser.parse_args(argv), ["bench", *argv])
+
+
+def check_shape(data: dict, scenario: str, targets: list[str]) -> None:
+    assert data["scenario"] == scenario
+    assert data["command"].startswith(f"callbridge bench {scenario}")
+    assert data["machine"]["cpus"] >= 1 and data["machine"]["python"]
+    assert sorted(data["targets"]) == sorted(targets)
+    for t in data["targets"].values():
+        assert len(t["runs"]) == 1
+        assert set(data["headline"]) <= set(t["median"])
+    orjson.loads(orjson.dumps(data))  # JSON-ready
+
+
+def test_firehose_measures_all_three_targets():
+    data = bench("firehose", "--clients", "5", "--events", "10")
+    check_shape(data, "firehose", ["callbridge", "ceiling", "peer"])
+    for name, t in data["targets"].items():
+        run = t["runs"][0]
+        assert run["clients"] == 5, (name, run["errors"])
+        assert run["delivered"] > 0 and run["delivered_per_s"] > 0, name
+        assert run["latency_max_ms"] > 0, name  # the injection time came through
+    assert set(data["ratios"]) == {"callbridge_over_ceiling", "callbridge_over_peer"}
+
+
+def test_callcenter_delivers_to_softphones_and_supervisors():
+    data = bench("callcenter", "--clients", "4", "--rate", "20", "--duration", "0.5")
+    check_shape(data, "callcenter", ["callbridge"])
+    run = data["targets"]["callbridge"]["runs"][0]
+    assert run["clients"] == 4 + 2, run["errors"]
+    assert run["expected"] == run["injected"] * 3
+    assert run["delivered"] > 0 and run["latency_p99_ms"] > 0
+
+
+def test_idle_reports_memory_and_cpu():
+    data = bench("idle", "--clients", "10", "--duration", "0.3", "--targets", "callbridge,ceiling")
+    check_shape(data, "idle", ["callbridge", "ceiling"])
+    for t in data["targets"].values():
+        run = t["runs"][0]
+        assert run["clients"] == 10 and run["rss_after"] > 0
+        assert run["cpu_at_rest_pct"] >= 0
+
+
+def test_upstream_counts_token_refreshes():
+    data = bench("upstream", "--streams", "2", "--token-lifetime", "3", "--duration", "3")
+    check_shape(data, "upstream", ["callbridge"])
+    run = data["targets"]["callbridge"]["runs"][0]
+    assert run["streams"] == 2
+    assert run["refreshes"] > 0 and run["refresh_peak_per_s"] > 0
+    assert run["failed_resubscribes"] >= 0

@@ -1,0 +1,148 @@
+"""A demo-like setup for the board under headless Chromium, all on loopback.
+
+The simulator feeds an *ingest* bridge (the AntBuddy stream, Redis broker); the page talks to
+a *board* bridge sharing that Redis (no providers, the board and its demo token endpoint). The
+board bridge can be restarted under the page while events keep flowing into Redis history,
+which is what a resume must recover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from bridge.app import build_app
+from bridge.config import Config
+from bridge.serving import AppServer, bridge_server
+from bridge.simulator.app import Simulator, SimulatorSettings
+from bridge.web import DemoBoard, web_routes
+from tests.integration.conftest import wait_ready
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+
+CHROMIUM = os.environ.get("CALLBRIDGE_CHROMIUM") or shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+APP_ID = "board-app"
+APP_SECRET = "board-app-secret-" + secrets.token_hex(8)
+ACCOUNT = "acct-board"
+TENANT = "boardtest"
+EXTENSIONS = ["1001", "1002", "1003", "1004"]
+JWT_SECRET = secrets.token_urlsafe(32)
+SIP_USER = "1001"
+
+
+class Setup:
+    """Simulator, ingest bridge and a restartable board bridge; ``emitted`` logs every signal."""
+
+    def __init__(self, prefix: str, token_ttl: float) -> None:
+        self.prefix = prefix
+        self.token_ttl = token_ttl
+        self.simulator = Simulator(SimulatorSettings(
+            apps={APP_ID: APP_SECRET}, accounts=[ACCOUNT], extensions=EXTENSIONS,
+            calls_per_second=4.0, time_scale=0.02, traffic=False, seed=7))
+        #: (unix time, upstream name, Call-ID, Msg-ID) of every signal the simulator sent
+        self.emitted: list[tuple[float, str, str, str]] = []
+        hub_emit = self.simulator.hub.emit
+
+        def emit(account_id: str, name: str, payload: dict) -> int:  # type: ignore[type-arg]
+            self.emitted.append((time.time(), name, str(payload.get("Call-ID")),
+                                 str(payload.get("Msg-ID"))))
+            return hub_emit(account_id, name, payload)
+
+        self.simulator.hub.emit = emit  # type: ignore[method-assign]
+        self.board: AppServer | None = None
+        self.board_port = 0
+
+    def _config(self, *, providers: bool, port: int) -> Config:
+        data: dict[str, Any] = {
+            "server": {"host": "127.0.0.1", "port": port, "shutdown_timeout": 3},
+            "broker": {"url": "redis://127.0.0.1:6379/0", "prefix": self.prefix},
+            "auth": {"jwt_secret": JWT_SECRET, "expiry_grace": 1.0},
+        }
+        if providers:
+            data["antbuddy"] = [{
+                "tenant": TENANT, "oapi_url": self.sim.url, "ws_url": self.sim.ws_url,
+                "dialect": "auto", "app_id": APP_ID, "app_secret": APP_SECRET,
+                "account_id": ACCOUNT, "sip_user": SIP_USER,
+                "sip_password": "board-sip-" + secrets.token_hex(6)}]
+        return Config.model_validate(data)
+
+    def _app(self, config: Config) -> Any:
+        """The bridge app with the board mounted as ``callbridge demo`` mounts it."""
+        app = build_app(config)
+        demo = DemoBoard(jwt_secret=JWT_SECRET, tenant=TENANT, extensions=EXTENSIONS,
+                         token_ttl=self.token_ttl)
+        app.router.routes.extend(web_routes(config, app.state.service, demo=demo))
+        return app
+
+    async def start_board(self) -> AppServer:
+        config = self._config(providers=False, port=self.board_port)
+        self.board = bridge_server(self._app(config), config)
+        await self.board.start()
+        self.board_port = self.board.port
+        await wait_ready(self.board)
+        return self.board
+
+    async def stop_board(self) -> None:
+        if self.board is not None:
+            await self.board.close()
+            self.board = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Setup]:
+        async with contextlib.AsyncExitStack() as stack:
+            self.sim = await stack.enter_async_context(AppServer(self.simulator.build_app()))
+            ingest_config = self._config(providers=True, port=0)
+            self.ingest = await stack.enter_async_context(
+                bridge_server(self._app(ingest_config), ingest_config))
+            await wait_ready(self.ingest)
+            stack.push_async_callback(self.stop_board)
+            stack.push_async_callback(self.simulator.stop_traffic)
+            await self.start_board()
+            yield self
+
+
+@pytest.fixture
+async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
+    if CHROMIUM is None:
+        pytest.skip("Chromium not found (apt-get install chromium, or set CALLBRIDGE_CHROMIUM)")
+    prefix = f"cbtest-board-{secrets.token_hex(4)}:"
+    # a test may ask for short-lived board tokens: parametrize("setup", [ttl], indirect=True)
+    token_ttl = float(getattr(request, "param", 300.0))
+    try:
+        async with Setup(prefix, token_ttl).running() as s:
+            yield s
+    finally:
+        client = aioredis.Redis(host="127.0.0.1", port=6379)
+        try:
+            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("Chromium not found (apt-get install chromium, or set CALLBRIDGE_CHROMIUM)")
+    async with playwright_api.async_playwright() as pw:
+        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()
