@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -17,6 +17,7 @@ from bridge.api.routes import api_routes, openapi_document
 from bridge.config import Config
 from bridge.downstream.endpoint import ws_route
 from bridge.service import Service
+from bridge.serving import client_gone
 from bridge.web import DemoBoard, web_routes
 
 
@@ -68,6 +69,7 @@ def build_app(config: Config, service: Service | None = None, *,
                      revocations=svc.revocations),
         ],
         lifespan=lifespan,
+        exception_handlers={ClientDisconnect: client_gone},
     )
     app.router.routes.extend(web_routes(config, svc, demo=demo))
     app.state.service = svc

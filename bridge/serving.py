@@ -16,6 +16,13 @@ import uvicorn
 log = logging.getLogger("bridge.serving")
 
 
+async def client_gone(request: Any, exc: Exception) -> Any:
+    """Exception handler: the client went away mid-request; nobody is left to answer."""
+    from starlette.responses import Response
+
+    return Response(status_code=499)
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

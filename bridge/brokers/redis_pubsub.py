@@ -75,6 +75,15 @@ class Probe:
     def sent(self, now: float) -> None:
         self._sent_at = now
 
+    def activity(self, now: float) -> None:
+        """Some other message arrived: the subscription is alive, only busy.
+
+        Under load the probe's echo can queue behind seconds of events; counting the timeout
+        from the latest message means only a connection that delivers nothing at all fails.
+        """
+        if self._sent_at is not None:
+            self._sent_at = now
+
     def received(self, payload: bytes) -> None:
         if self._sent_at is not None and payload == str(self._seq).encode():
             self._sent_at = None
@@ -290,6 +299,7 @@ class Subscriber:
         if raw_channel == self._probe_name:
             self.probe.received(frame)
             return
+        self.probe.activity(asyncio.get_running_loop().time())
         channel = wire.channel_of(self._prefix_b, raw_channel)
         if channel not in self.channels:
             return  # not ours, or unsubscribed while the UNSUBSCRIBE was in flight

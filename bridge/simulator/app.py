@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge.serving import client_gone
 from bridge.simulator.hub import SignalHub
 from bridge.simulator.oapi import OapiRest, oapi_routes
 from bridge.simulator.tokens import TokenStore
@@ -142,4 +143,5 @@ class Simulator:
                 *self.hub.routes(),
             ],
             lifespan=lifespan,
+            exception_handlers={ClientDisconnect: client_gone},
         )

@@ -529,3 +529,20 @@ async def test_commands_raise_broker_error_while_redis_is_down(
             assert "pw-s3cret" not in caplog.text
         finally:
             await broker.close()
+
+
+def test_probe_is_patient_with_a_busy_subscription() -> None:
+    from bridge.brokers.redis_pubsub import Probe
+
+    probe = Probe(interval=5.0, timeout=2.0)
+    probe.reset(0.0)
+    action, payload = probe.step(0.0)
+    assert action == "send"
+    probe.sent(0.0)
+    # events keep arriving while the echo is queued behind them: never a failure
+    for now in (1.5, 3.0, 4.5, 6.0):
+        probe.activity(now)
+        assert probe.step(now + 1.0)[0] == "wait"
+    # then silence: the timeout counts from the last message
+    assert probe.step(8.1)[0] == "fail"
+    assert probe.failures == 1
