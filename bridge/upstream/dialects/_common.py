@@ -109,3 +109,27 @@ def event_signal(name: Any, args: Any, frame: str, secrets: Iterable[str]) -> Si
         label = excerpt(name, secrets)[:40]
         return malformed(f"event {label!r} payload is not an object", frame, secrets)
     return CallSignal(name, args)
+
+
+class SocketIOEvents:
+    """``subscribe``/``unsubscribe`` sent as Socket.IO events: shared by both Socket.IO dialects.
+
+    A codec using it provides :meth:`_event_frame`, its own framing of one event.
+    """
+
+    _tokens: dict[str, None]
+    _out: list[str]
+
+    def _event_frame(self, name: str, args: dict[str, str]) -> str:
+        raise NotImplementedError
+
+    def subscribe(self, account_id: str, token: str, binding: str) -> None:
+        self._send_event("subscribe", account_id, token, binding)
+
+    def unsubscribe(self, account_id: str, token: str, binding: str) -> None:
+        self._send_event("unsubscribe", account_id, token, binding)
+
+    def _send_event(self, name: str, account_id: str, token: str, binding: str) -> None:
+        remember_token(self._tokens, token)
+        args = {"account_id": account_id, "auth_token": token, "binding": binding}
+        self._out.append(self._event_frame(name, args))

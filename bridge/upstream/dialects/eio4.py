@@ -35,7 +35,7 @@ _SOCKET_PACKET = re.compile(r"([0-9])(?:(/[^,]*),)?([0-9]*)(.*)", re.DOTALL)
 
 
 @dataclass
-class EngineIO4Codec(ClientCodec):
+class EngineIO4Codec(_common.SocketIOEvents, ClientCodec):
     name: ClassVar[str] = "engineio-4"
 
     dead_after: float = DEFAULT_DEAD_AFTER
@@ -63,21 +63,11 @@ class EngineIO4Codec(ClientCodec):
         reason = "empty frame" if not frame else "unknown engine.io packet type"
         return [_common.malformed(reason, frame, self._tokens)]
 
-    def subscribe(self, account_id: str, token: str, binding: str) -> None:
-        self._send_event("subscribe", account_id, token, binding)
-        return None
-
-    def unsubscribe(self, account_id: str, token: str, binding: str) -> None:
-        self._send_event("unsubscribe", account_id, token, binding)
-        return None
-
     def close(self) -> None:
         self._out.append("41")
 
-    def _send_event(self, name: str, account_id: str, token: str, binding: str) -> None:
-        _common.remember_token(self._tokens, token)
-        args = {"account_id": account_id, "auth_token": token, "binding": binding}
-        self._out.append("42" + _common.dumps([name, args]))
+    def _event_frame(self, name: str, args: dict[str, str]) -> str:
+        return "42" + _common.dumps([name, args])
 
     def _open(self, data: str, frame: str) -> list[Signal]:
         body = _loads(data)

@@ -40,7 +40,7 @@ _ERROR_ADVICE = ("reconnect",)
 
 
 @dataclass
-class SocketIO09Codec(ClientCodec):
+class SocketIO09Codec(_common.SocketIOEvents, ClientCodec):
     name: ClassVar[str] = "socketio-0.9"
 
     sid: str | None = field(default=None, init=False)
@@ -95,21 +95,11 @@ class SocketIO09Codec(ClientCodec):
             signals.append(_common.malformed(error, frame, self._tokens))
         return signals
 
-    def subscribe(self, account_id: str, token: str, binding: str) -> None:
-        self._send_event("subscribe", account_id, token, binding)
-        return None
-
-    def unsubscribe(self, account_id: str, token: str, binding: str) -> None:
-        self._send_event("unsubscribe", account_id, token, binding)
-        return None
-
     def close(self) -> None:
         self._out.append("0::")
 
-    def _send_event(self, name: str, account_id: str, token: str, binding: str) -> None:
-        _common.remember_token(self._tokens, token)
-        args = [{"account_id": account_id, "auth_token": token, "binding": binding}]
-        self._out.append("5:::" + _common.dumps({"name": name, "args": args}))
+    def _event_frame(self, name: str, args: dict[str, str]) -> str:
+        return "5:::" + _common.dumps({"name": name, "args": [args]})
 
     def _packet(self, packet: str, frame: str) -> list[Signal]:
         match = _PACKET.fullmatch(packet)
