@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import secrets
 import signal
@@ -128,6 +129,18 @@ def _api_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_gc() -> None:
+    """Keep the collector's pauses off the delivery path.
+
+    Everything alive once serving starts (modules, configuration, the app) is moved out of the
+    collector's sight, and young collections run less often: with thousands of connections a
+    full collection otherwise stalls the event loop for a noticeable fraction of a second.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def _stop_on_signals(servers: list, stop: asyncio.Event) -> None:  # type: ignore[type-arg]
     loop = asyncio.get_running_loop()
 
@@ -159,6 +172,7 @@ async def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown)
     await server.start()
+    _tune_gc()
     print(f"callbridge serving on {server.url}", flush=True)
     await server.wait()
     return 0

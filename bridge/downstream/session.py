@@ -7,6 +7,7 @@ alive); a resume runs inside the reader, so requests sent meanwhile are answered
 from __future__ import annotations
 
 import asyncio
+import random
 import logging
 import secrets
 import time
@@ -183,9 +184,12 @@ class Session:
                 pass
 
     async def _heartbeat(self, link: ClientLink) -> None:
+        # A random first beat: clients that connected together (a restart, a load test) must
+        # not have thousands of heartbeats fall due in the same instant, every interval.
+        await asyncio.sleep(random.uniform(0, self.cfg.heartbeat))
         while True:
-            await asyncio.sleep(self.cfg.heartbeat)
             link.put(p.encode_heartbeat(time.time()))
+            await asyncio.sleep(self.cfg.heartbeat)
 
     async def _read(self, link: ClientLink) -> None:
         idle = self.cfg.idle_timeout
