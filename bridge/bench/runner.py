@@ -42,6 +42,9 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
                        help="callcenter/upstream: seconds of traffic; idle: seconds at rest")
     bench.add_argument("--streams", type=int, help="upstream: upstream streams (accounts)")
     bench.add_argument("--token-lifetime", type=float, help="upstream: token lifetime, seconds")
+    bench.add_argument("--apps", type=int,
+                       help="upstream: oapi apps the streams use (default: one per stream; "
+                            "streams of one app share its token)")
 
 
 def scenario_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,7 +57,8 @@ def scenario_params(args: argparse.Namespace) -> dict[str, Any]:
         return idle.params(args.smoke, args.clients, args.duration)
     if name == "callcenter":
         return callcenter.params(args.smoke, args.clients, args.rate, args.duration)
-    return upstream.params(args.smoke, args.streams, args.token_lifetime, args.duration)
+    return upstream.params(args.smoke, args.streams, args.token_lifetime, args.duration,
+                           args.apps)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:

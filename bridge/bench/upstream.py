@@ -1,7 +1,8 @@
 """upstream: many upstream streams with short-lived tokens: refresh rate, CPU, resubscribes.
 
-Each stream is its own simulator account with its own oapi app, so every stream refreshes its
-own token. The simulator's token store is wrapped to record when each token was issued:
+Each stream is its own simulator account. By default each also has its own oapi app, so every
+stream refreshes its own token; ``--apps N`` spreads the streams over N apps instead (streams
+of one app share its token, as an integrator with one AntBuddy app and many accounts runs). The simulator's token store is wrapped to record when each token was issued:
 refreshes are the issues after an app's first; the peak is the busiest one-second window.
 Failed resubscribes: streams not ``subscribed`` in /readyz at the end, plus their reconnects.
 """
@@ -22,8 +23,9 @@ HEADLINE = ["streams", "refreshes", "refresh_peak_per_s", "server_cpu_pct",
 
 
 def params(smoke: bool, streams: int | None, lifetime: float | None,
-           duration: float | None) -> dict[str, Any]:
-    return {"streams": streams or (5 if smoke else 500),
+           duration: float | None, apps: int | None = None) -> dict[str, Any]:
+    n = streams or (5 if smoke else 500)
+    return {"streams": n, "apps": min(apps or n, n),
             "token_lifetime": lifetime or (4.0 if smoke else 60.0),
             "duration": duration or (6.0 if smoke else 300.0)}
 
@@ -34,7 +36,8 @@ def run_once(target: str, p: dict[str, Any], opts: common.Options) -> dict[str, 
 
 async def _run(p: dict[str, Any], opts: common.Options, prefix: str) -> dict[str, Any]:
     n = p["streams"]
-    apps = {f"bench-app-{i:04d}": f"bench-secret-{i:04d}-0123456789" for i in range(n)}
+    apps = {f"bench-app-{i:04d}": f"bench-secret-{i:04d}-0123456789"
+            for i in range(p.get("apps", n))}
     settings = SimulatorSettings(apps=apps, accounts=[f"acct-{i:04d}" for i in range(n)],
                                  traffic=False, dialects=("kazoo-json",),
                                  token_lifetime=p["token_lifetime"])

@@ -60,8 +60,10 @@ def test_idle_reports_memory_and_cpu():
 
 
 def test_upstream_counts_token_refreshes():
-    data = bench("upstream", "--streams", "2", "--token-lifetime", "3", "--duration", "3")
+    data = bench("upstream", "--streams", "2", "--token-lifetime", "3", "--duration", "3",
+                 "--apps", "1")
     check_shape(data, "upstream", ["callbridge"])
+    assert data["params"]["apps"] == 1
     run = data["targets"]["callbridge"]["runs"][0]
     assert run["streams"] == 2
     assert run["refreshes"] > 0 and run["refresh_peak_per_s"] > 0
