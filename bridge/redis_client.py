@@ -30,6 +30,17 @@ def command_client(url: str, *, timeout: float) -> Any:
                         username=username, password=password, **options)
 
 
+async def drop_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` on a plain Redis (never anything else)."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        batch = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+        for i in range(0, len(batch), 500):
+            await client.delete(*batch[i:i + 500])
+    finally:
+        await client.aclose()
+
+
 def pubsub_client(url: str, *, timeout: float) -> aioredis.Redis:
     """A plain client whose pub/sub hears every PUBLISH of the deployment."""
     options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}

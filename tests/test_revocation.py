@@ -21,6 +21,7 @@ from bridge.brokers.memory import MemoryBroker
 from bridge.downstream import protocol as p
 from bridge.downstream.endpoint import ws_route
 from bridge.hub import Hub
+from bridge.redis_client import drop_prefix
 from bridge.revocation import MemoryRevocations, RedisRevocations, Revocations
 
 from .downstream.conftest import run_uvicorn
@@ -44,13 +45,7 @@ async def redis_revocations(prefix: str) -> AsyncIterator[RedisRevocations]:
 async def prefix() -> AsyncIterator[str]:
     name = f"test-revoke-{uuid.uuid4().hex}:"
     yield name
-    redis = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in redis.scan_iter(match=name + "*", count=500)]
-        if keys:
-            await redis.delete(*keys)
-    finally:
-        await redis.aclose()
+    await drop_prefix(REDIS_URL, name)
 
 
 async def heard(revocations: Revocations) -> asyncio.Queue[str]:

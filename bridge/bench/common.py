@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-import redis.asyncio as aioredis
-
 from bridge.bench.clients import Stats, Workers, stamp
 from bridge.bench.report import percentile
 from bridge.events import Event
+from bridge.redis_client import drop_prefix
 
 
 @dataclass
@@ -33,18 +32,9 @@ def run_isolated(run: Any, p: dict[str, Any], opts: Any) -> dict[str, Any]:
     try:
         return asyncio.run(run(p, opts, prefix))
     finally:
-        asyncio.run(drop_keys(opts.redis_url, prefix))
+        asyncio.run(drop_prefix(opts.redis_url, prefix))
 
 
-async def drop_keys(redis_url: str, prefix: str) -> None:
-    """Delete every key under ``prefix`` (never anything else)."""
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        batch = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
-        for i in range(0, len(batch), 500):
-            await client.delete(*batch[i:i + 500])
-    finally:
-        await client.aclose()
 
 
 def bench_event(seq: int, tenant: str = "bench", extension: str | None = None) -> bytes:

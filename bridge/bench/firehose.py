@@ -21,6 +21,7 @@ from bridge.bench.targets import callbridge_config, launch, new_secret
 from bridge.brokers import redis_wire
 from bridge.brokers.redis import RedisBroker
 from bridge.events import envelope
+from bridge.redis_client import drop_prefix
 
 CHANNEL = "calls:bench"
 HEADLINE = ["delivered_per_s", "lost", "clients", "server_cpu_s", "latency_p99_ms"]
@@ -55,7 +56,7 @@ def run_once(target: str, p: dict[str, Any], opts: common.Options) -> dict[str, 
             out.update(server_cpu_s=cpu, injected=p["events"], errors=stats.errors)
             return out
     finally:
-        asyncio.run(common.drop_keys(opts.redis_url, prefix))
+        asyncio.run(drop_prefix(opts.redis_url, prefix))
 
 
 async def _inject(target: str, events: int, prefix: str, sio_channel: str,

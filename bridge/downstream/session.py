@@ -7,8 +7,8 @@ alive); a resume runs inside the reader, so requests sent meanwhile are answered
 from __future__ import annotations
 
 import asyncio
-import random
 import logging
+import random
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, Coroutine

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,9 +16,8 @@ from redis.crc import key_slot
 from bridge.brokers.base import BrokerError, ReplayStatus, offset_key
 from bridge.brokers.redis_cluster import RedisClusterBroker, parse_url
 from bridge.events import envelope
+from tests.brokers.collector import WAIT, Collector
 from tests.cluster import Cluster, binaries_missing, redis_cluster
-
-WAIT = 5.0 * float(os.environ.get("CALLBRIDGE_TEST_TIMEOUT_SCALE", "1"))
 
 pytestmark = [
     pytest.mark.skipif(binaries_missing() is not None,
@@ -28,21 +26,6 @@ pytestmark = [
 ]
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.got: list[tuple[str, str, bytes]] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, channel: str, offset: str, frame: bytes) -> None:
-        self.got.append((channel, offset, frame))
-        self._changed.set()
-
-    async def until(self, count: int) -> list[tuple[str, str, bytes]]:
-        async with asyncio.timeout(WAIT):
-            while len(self.got) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.got
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

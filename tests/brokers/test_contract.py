@@ -3,54 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from bridge.brokers.base import EPOCH_RE, Broker, Replay, ReplayStatus, offset_key
 from bridge.brokers.memory import MemoryBroker
 from bridge.brokers.redis import RedisBroker
 from bridge.events import Event, EventType, envelope
+from bridge.redis_client import drop_prefix
+from tests.brokers.collector import Collector
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 HISTORY = 50
 #: Safety net only: every wait ends as soon as what it awaits happens. Scale it on a slow
 #: machine with CALLBRIDGE_TEST_TIMEOUT_SCALE.
-WAIT = 5.0 * float(os.environ.get("CALLBRIDGE_TEST_TIMEOUT_SCALE", "1"))
 
 
-class Collector:
-    """The broker handler: records deliveries and wakes waiters."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[str, str, bytes]] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, channel: str, offset: str, frame: bytes) -> None:
-        self.got.append((channel, offset, frame))
-        self._changed.set()
-
-    async def until(self, count: int) -> list[tuple[str, str, bytes]]:
-        async with asyncio.timeout(WAIT):
-            while len(self.got) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.got
 
 
 async def delete_prefix(prefix: str) -> None:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=prefix + "*", count=500)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await drop_prefix(REDIS_URL, prefix)
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -19,6 +19,7 @@ from bridge.brokers.redis import RedisBroker
 from bridge.brokers.redis_pubsub import Probe
 from bridge.brokers.redis_wire import display_url, frame_offset
 from bridge.events import Event, EventType, envelope
+from bridge.redis_client import drop_prefix
 from tests.redis_server import private_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -51,11 +52,9 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def cleanup(client: aioredis.Redis, prefix: str) -> AsyncIterator[None]:
+async def cleanup(prefix: str) -> AsyncIterator[None]:
     yield
-    keys = [key async for key in client.scan_iter(match=prefix + "*", count=500)]
-    if keys:
-        await client.delete(*keys)
+    await drop_prefix(REDIS_URL, prefix)
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from bridge.app import build_app
 from bridge.config import Config
+from bridge.redis_client import drop_prefix
 from bridge.serving import AppServer, bridge_server
 from bridge.simulator.app import Simulator, SimulatorSettings
 from bridge.web import DemoBoard, web_routes
@@ -127,13 +127,7 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
         async with Setup(prefix, token_ttl).running() as s:
             yield s
     finally:
-        client = aioredis.Redis(host="127.0.0.1", port=6379)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+        await drop_prefix("redis://127.0.0.1:6379/0", prefix)
 
 
 @pytest.fixture

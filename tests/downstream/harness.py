@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
@@ -101,3 +102,13 @@ async def client(url: str, jwt: str, **kw: Any) -> AsyncIterator[tuple[ClientCon
 async def subscribe(ws: ClientConnection, *channels: str, cid: Any = "s") -> dict[str, Any]:
     await ws.send(orjson.dumps({"type": "subscribe", "id": cid, "channels": channels}).decode())
     return await recv(ws)
+
+
+def small_receive_buffer(port: int) -> socket.socket:
+    """A connected socket whose receive window is tiny, so a stalled reader backs up fast."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(WAIT * SCALE)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock

@@ -23,10 +23,10 @@ from .harness import (
     client,
     close_code,
     recv,
+    small_receive_buffer,
     subscribe,
     token,
 )
-from .test_ws import small_receive_buffer
 
 
 async def renew(ws: Any, jwt: str) -> dict[str, Any]:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import time
 import uuid
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from bridge.auth import mint
 from bridge.downstream import protocol as p
+from bridge.redis_client import drop_prefix
 
 from .conftest import SCALE
 from .harness import (
@@ -25,6 +24,7 @@ from .harness import (
     client,
     close_code,
     recv,
+    small_receive_buffer,
     subscribe,
     token,
 )
@@ -219,16 +219,6 @@ async def test_close_all_sends_1012(bridge: StartBridge) -> None:
             assert b.hub.stats()["clients"] == 0 and b.hub.stats()["channels"] == 0
 
 
-def small_receive_buffer(port: int) -> socket.socket:
-    """A connected socket whose receive window is tiny, so a stalled reader backs up fast."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(WAIT * SCALE)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
-
-
 async def test_slow_client_is_closed_4008_and_others_keep_receiving(
     bridge: StartBridge,
 ) -> None:
@@ -285,10 +275,4 @@ async def test_redis_broker_end_to_end(bridge: StartBridge) -> None:
             msg = await recv(ws)
             assert (msg["channel"], msg["offset"]) == ("calls:acme:2", last)
     finally:
-        redis = aioredis.Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in redis.scan_iter(match=prefix + "*", count=500)]
-            if keys:
-                await redis.delete(*keys)
-        finally:
-            await redis.aclose()
+        await drop_prefix(REDIS_URL, prefix)

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bridge.auth import mint
 from bridge.lease import LeasedRunner, LeaseStore
+from bridge.redis_client import drop_prefix
 from tests.integration.conftest import (
     ACCOUNT,
     APP_ID,
@@ -48,11 +49,7 @@ CHANNELS = [f"calls:{TENANT}", f"system:{TENANT}"]
 async def lease_prefix() -> AsyncIterator[str]:
     prefix = f"cbtest-lease-{secrets.token_hex(4)}:"
     yield prefix
-    client = aioredis.Redis.from_url(SHARED_REDIS)
-    keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    await drop_prefix(SHARED_REDIS, prefix)
 
 
 async def test_one_holder_renewal_release_and_expiry(lease_prefix):

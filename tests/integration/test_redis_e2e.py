@@ -8,6 +8,7 @@ import secrets
 import orjson
 import redis.asyncio as aioredis
 
+from bridge.redis_client import drop_prefix
 from tests.integration.conftest import TENANT, bridge_config, eventually, wait_ready
 
 
@@ -40,10 +41,8 @@ async def test_redis_subscriber_receives_json_events(start_simulator, start_brid
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await pubsub.aclose()
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
         await client.aclose()
+        await drop_prefix("redis://127.0.0.1:6379/0", prefix)
 
     for message in received[ext_channel]:
         assert message["type"] == "event"

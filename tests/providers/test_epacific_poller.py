@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator, Callable
 
 import pytest
-import redis.asyncio as aioredis
 
 from bridge.cursors import CursorStore, MemoryCursors, RedisCursors
 from bridge.providers.epacific.poller import guarded
 from bridge.providers.epacific.protocol import EPacificError, cdr_event_id
+from bridge.redis_client import drop_prefix
 from tests.providers.epacific_fixtures import (
     KEY,
     SECRET,
@@ -48,11 +48,7 @@ async def cursors(request: pytest.FixtureRequest) -> AsyncIterator[CursorStore]:
         yield store
     finally:
         await store.close()
-        client = aioredis.Redis.from_url(REDIS_URL)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await drop_prefix(REDIS_URL, prefix)
 
 
 def cdr_pages(rig: Rig) -> list[int]:
