@@ -10,19 +10,37 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bridge import __version__
 from bridge.api.endpoints import Endpoint
 from bridge.api.routes import api_routes, openapi_document
 from bridge.config import Config
-from bridge.downstream.endpoint import ws_route
+from bridge.downstream.endpoint import WsApp, ws_route
 from bridge.service import Service
 from bridge.serving import client_gone
 from bridge.web import DemoBoard, web_routes
 
 
+class BridgeApp(Starlette):
+    """Starlette, except that ``/ws`` connections go straight to the websocket endpoint.
+
+    Everything else takes the usual route (middleware, router, exception handlers); a websocket
+    connection lives for hours and sends many frames, and skips those layers on every one.
+    """
+
+    ws: WsApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ws = self.ws
+        if ws is not None and scope["type"] == "websocket" and scope["path"] == ws.path:
+            await ws(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def build_app(config: Config, service: Service | None = None, *,
-              demo: DemoBoard | None = None) -> Starlette:
+              demo: DemoBoard | None = None) -> BridgeApp:
     """The ASGI app; it starts and stops ``service`` (built from ``config`` when None).
 
     ``demo``: what the demo's board may mint (the board is then served at ``/``).
@@ -53,24 +71,27 @@ def build_app(config: Config, service: Service | None = None, *,
                 leeway=config.auth.leeway))
             yield
 
-    app = Starlette(
+    ws = ws_route(svc.hub, jwt_secret=config.auth.jwt_secret.get_secret_value(),
+                  leeway=config.auth.leeway, auth_timeout=server.auth_timeout,
+                  max_message_bytes=server.max_message_bytes,
+                  heartbeat=server.ping_interval, max_channels=server.max_channels,
+                  send_timeout=server.send_timeout, expiry_grace=config.auth.expiry_grace,
+                  idle_timeout=server.idle_timeout,
+                  max_connections_per_ip=server.max_connections_per_ip,
+                  allowed_origins=server.allowed_origins,
+                  history_max_age=config.broker.history_max_age or None,
+                  revocations=svc.revocations)
+    app = BridgeApp(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/openapi.json", openapi),
-            ws_route(svc.hub, jwt_secret=config.auth.jwt_secret.get_secret_value(),
-                     leeway=config.auth.leeway, auth_timeout=server.auth_timeout,
-                     max_message_bytes=server.max_message_bytes,
-                     heartbeat=server.ping_interval, max_channels=server.max_channels,
-                     send_timeout=server.send_timeout, expiry_grace=config.auth.expiry_grace,
-                     max_connections_per_ip=server.max_connections_per_ip,
-                     allowed_origins=server.allowed_origins,
-                     history_max_age=config.broker.history_max_age or None,
-                     revocations=svc.revocations),
+            ws,
         ],
         lifespan=lifespan,
         exception_handlers={ClientDisconnect: client_gone},
     )
     app.router.routes.extend(web_routes(config, svc, demo=demo))
     app.state.service = svc
+    app.ws = ws.app if isinstance(ws.app, WsApp) else None
     return app

@@ -39,6 +39,8 @@ class ServerConfig(_Section):
     max_message_bytes: int = Field(65536, ge=256)
     auth_timeout: float = Field(5.0, gt=0)
     ping_interval: float = Field(20.0, gt=0)
+    #: Seconds a /ws client may send nothing before it is closed with 4009; 0: never.
+    idle_timeout: float = Field(0.0, ge=0)
     client_queue_bytes: int = Field(1_048_576, ge=1024)
     max_channels: int = Field(100, ge=1)
     max_connections_per_ip: int = Field(100, ge=1)

@@ -38,19 +38,26 @@ PEER_GONE = 1006  # close() code meaning "the peer is gone, send no close frame"
 
 
 class ClientLink:
-    """One client's outgoing buffer: frames, their byte count, and a wake-up for its writer."""
+    """One client's outgoing buffer: frames, their byte count, and a wake-up for its writer.
 
-    __slots__ = ("max_bytes", "queued_bytes", "close_code", "_frames", "_wake", "_done", "_room")
+    Tens of thousands of these live at once, mostly idle, so a link holds no event objects and
+    no empty buffer: the frame deque exists while frames wait, and a waiter's future exists
+    while someone waits.
+    """
+
+    __slots__ = ("max_bytes", "queued_bytes", "close_code", "_frames", "_writer", "_room",
+                 "_finished", "_done")
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.queued_bytes = 0
         #: Set once, by the first :meth:`close`; the writer stops and the owner closes with it.
         self.close_code: int | None = None
-        self._frames: deque[tuple[str, int]] = deque()
-        self._wake = asyncio.Event()
-        self._done = asyncio.Event()
-        self._room = asyncio.Event()
+        self._frames: deque[tuple[str, int]] | None = None
+        self._writer: asyncio.Future[None] | None = None  # the writer waiting for frames
+        self._room: asyncio.Future[None] | None = None  # producers waiting for room
+        self._finished = False
+        self._done: asyncio.Future[None] | None = None  # waiters for finished()
 
     def put(self, frame: str, size: int | None = None) -> bool:
         """Queue ``frame`` (``size`` its UTF-8 length when known). Never blocks.
@@ -65,19 +72,21 @@ class ClientLink:
         if self.queued_bytes + size > self.max_bytes:
             self.close(SLOW_CONSUMER)
             return False
+        if self._frames is None:
+            self._frames = deque()
         self._frames.append((frame, size))
         self.queued_bytes += size
-        self._wake.set()
+        _wake(self._writer)
         return True
 
     def close(self, code: int) -> None:
         """Ask the writer to stop; the first code wins. Pending frames are dropped."""
         if self.close_code is None:
             self.close_code = code
-            self._frames.clear()
+            self._frames = None
             self.queued_bytes = 0
-            self._wake.set()
-            self._room.set()
+            _wake(self._writer)
+            _wake(self._room)
 
     async def wait_room(self, size: int, timeout: float) -> bool:
         """Wait until ``size`` more bytes fit; False when the link closed meanwhile.
@@ -88,10 +97,11 @@ class ClientLink:
         while self.close_code is None and self.queued_bytes and (
             self.queued_bytes + size > self.max_bytes
         ):
-            self._room.clear()
+            if self._room is None or self._room.done():
+                self._room = asyncio.get_running_loop().create_future()
             try:
                 async with asyncio.timeout(timeout):
-                    await self._room.wait()
+                    await asyncio.shield(self._room)
             except TimeoutError:
                 self.close(SLOW_CONSUMER)
         return self.close_code is None
@@ -102,9 +112,11 @@ class ClientLink:
         A single send blocked longer than ``send_timeout`` (the peer stopped reading and the
         socket buffers are full) closes the link with 4008. Exceptions from ``send`` propagate.
         """
+        loop = asyncio.get_running_loop()
         while True:
-            while self._frames and self.close_code is None:
-                frame, size = self._frames[0]
+            frames = self._frames
+            while frames and self.close_code is None:
+                frame, size = frames[0]
                 try:
                     async with asyncio.timeout(send_timeout):
                         await send(frame)
@@ -113,21 +125,35 @@ class ClientLink:
                     break
                 if self.close_code is not None:
                     break
-                self._frames.popleft()
+                frames.popleft()
                 self.queued_bytes -= size
-                self._room.set()
+                _wake(self._room)
             if self.close_code is not None:
                 return self.close_code
-            self._wake.clear()
+            self._frames = frames = None  # drained: an idle link keeps no buffer
             # Woken by put() or close(); the owner cancels this task when the connection ends.
-            await self._wake.wait()
+            self._writer = loop.create_future()
+            try:
+                await self._writer
+            finally:
+                self._writer = None
 
     def finished(self) -> None:
         """Called by the owner once the connection is fully closed."""
-        self._done.set()
+        self._finished = True
+        _wake(self._done)
 
     async def wait_finished(self) -> None:
-        await self._done.wait()
+        if self._finished:
+            return
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._done)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class _Held:

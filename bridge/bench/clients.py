@@ -3,7 +3,8 @@
 The driver starts :func:`start_workers`, which returns once every worker has opened its share of
 connections (or given up on some). Each connection speaks its target's protocol:
 
-- ``callbridge``: ``auth`` then ``subscribe`` (docs/protocol.md), ``ping`` every half heartbeat;
+- ``callbridge``: ``auth`` then ``subscribe`` (docs/protocol.md), ``ping`` only if the server
+  has an idle timeout;
 - ``ceiling``: nothing, every message is an event;
 - ``peer``: Engine.IO 4 / Socket.IO 5 over a bare websocket (``40`` connect with an auth
   object naming the rooms, ``2``/``3`` ping-pong, ``42[...]`` events).
@@ -237,7 +238,8 @@ async def _handshake(plan: Plan, ws: ClientConnection, subs: list[str]) -> float
                     break
                 if reply.get("type") == "error":
                     raise RuntimeError(f"subscribe refused: {reply.get('code')}")
-        return float(welcome["heartbeat"]) / 2
+        idle = float(welcome.get("idle_timeout") or 0)
+        return idle / 3 if idle > 0 else None  # only an idle timeout asks clients to ping
     if plan.protocol == "peer":
         opening = await ws.recv()
         if not opening.startswith("0"):

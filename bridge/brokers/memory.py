@@ -19,9 +19,10 @@ from bridge.recent import RecentWindow
 class _Channel:
     __slots__ = ("epoch", "ring", "last", "dropped")
 
-    def __init__(self, length: int) -> None:
+    def __init__(self) -> None:
         self.epoch = secrets.token_hex(6)
-        self.ring: deque[tuple[str, bytes]] = deque(maxlen=length)
+        #: Created by the first publish: a subscribed channel nobody publishes to costs no ring.
+        self.ring: deque[tuple[str, bytes]] | tuple[()] = ()
         self.last = (0, -1)
         #: The newest offset evicted from the ring: entries up to it are gone.
         self.dropped = (0, -1)
@@ -47,7 +48,7 @@ class MemoryBroker(Broker):
     def _channel(self, name: str) -> _Channel:
         channel = self._channels.get(name)
         if channel is None:
-            channel = self._channels[name] = _Channel(self._history_length)
+            channel = self._channels[name] = _Channel()
         return channel
 
     async def publish(
@@ -65,6 +66,8 @@ class MemoryBroker(Broker):
             frame = envelope(name, channel.epoch, offset, event_json)
             if self._history_length:
                 ring = channel.ring
+                if not isinstance(ring, deque):
+                    ring = channel.ring = deque(maxlen=self._history_length)
                 if len(ring) == ring.maxlen:
                     channel.dropped = offset_key(ring[0][0])
                 ring.append((offset, frame))

@@ -2,11 +2,11 @@
 
 The protocol is documented in docs/protocol.md. One connection runs as: admission (Origin,
 connections per address); accept; wait up to ``auth_timeout`` for the auth message; verify the
-token and check it is not revoked; then, in one task group, a reader (client messages), a writer
-(the hub link's buffer, the only task that sends), an expiry timer and a heartbeat. The first of
-them to close the link decides the close code; the others are cancelled, the client's channels
-are released, and the close frame is sent. Every reply goes through the link, so replies and
-events keep their order.
+token and check it is not revoked; then a reader task (client messages) beside the connection's
+own task, which writes (the hub link's buffer: the only sender), an expiry timer, and the route's
+shared heartbeat timer. Whatever closes the link first decides the close code; the reader is
+cancelled, the client's channels are released, and the close frame is sent. Every reply goes
+through the link, so replies and events keep their order.
 
 The per-connection work is in :mod:`bridge.downstream.session`; this module holds the
 settings and the state shared by one route's connections.
@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from bridge.auth import Grant
 from bridge.downstream import protocol as p
 from bridge.downstream.admission import ConnectionCounter, OriginPolicy
+from bridge.downstream.heartbeat import Heartbeats
 from bridge.downstream.session import Session
 from bridge.hub import ClientLink, Hub
 from bridge.redact import redact, register
@@ -38,8 +40,6 @@ MAX_CHANNELS = 100
 SEND_TIMEOUT = 30.0
 #: Seconds a connection may outlive its token's ``exp`` (time to renew) before 4003.
 EXPIRY_GRACE = 10.0
-#: Client messages are expected at least this many heartbeats apart (idle_timeout default).
-IDLE_HEARTBEATS = 3
 @dataclass(frozen=True, slots=True)
 class Settings:
     jwt_secret: str
@@ -65,6 +65,7 @@ class Route:
         self.origins = origins
         self.counter = counter
         self.revocations = revocations
+        self.heartbeats = Heartbeats(settings.heartbeat) if settings.heartbeat > 0 else None
         self.by_token: dict[str, set[ClientLink]] = {}
         if revocations is not None:
             revocations.on_revoke(self.revoked)
@@ -104,7 +105,7 @@ def ws_route(
     max_channels: int = MAX_CHANNELS,
     send_timeout: float = SEND_TIMEOUT,
     expiry_grace: float = EXPIRY_GRACE,
-    idle_timeout: float | None = None,
+    idle_timeout: float = 0.0,
     max_connections_per_ip: int = 100,
     allowed_origins: Iterable[str] = (),
     history_max_age: float = 0.0,
@@ -115,14 +116,13 @@ def ws_route(
     """The Starlette route serving the downstream protocol on ``path``.
 
     ``heartbeat`` <= 0 disables the server heartbeat. ``idle_timeout``: seconds a client may
-    send nothing before it is closed with 4009; None means ``3 x heartbeat``, 0 disables it.
+    send nothing before it is closed with 4009; 0 (the default) disables it: dead peers are
+    found by websocket pings, which clients answer without sending messages.
     ``history_max_age`` <= 0: resumes have no age limit. ``revocations`` (started and closed by
     the owner) refuses revoked tokens and closes open connections using them with 4004. On
     shutdown the app's lifespan calls :meth:`Hub.close_all` (1012) on ``hub``.
     """
     register(jwt_secret)
-    if idle_timeout is None:
-        idle_timeout = IDLE_HEARTBEATS * heartbeat if heartbeat > 0 else 0.0
     settings = Settings(
         jwt_secret, leeway, auth_timeout, max_message_bytes, heartbeat, max_channels,
         send_timeout, expiry_grace, idle_timeout,
@@ -130,10 +130,21 @@ def ws_route(
     )
     route = Route(hub, settings, OriginPolicy(allowed_origins),
                    ConnectionCounter(max_connections_per_ip), revocations)
+    return WebSocketRoute(path, WsApp(route, path), name="ws")
 
-    async def endpoint(websocket: WebSocket) -> None:
-        await Session(route, websocket).run()
 
-    return WebSocketRoute(path, endpoint, name="ws")
+class WsApp:
+    """The endpoint as a bare ASGI app: a connection passes through no framework layer.
+
+    Starlette's routing wraps every send of a connection in exception-handling closures; the
+    app built by :func:`bridge.app.build_app` hands ``/ws`` connections here directly.
+    """
+
+    def __init__(self, route: Route, path: str) -> None:
+        self.route = route
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await Session(self.route, WebSocket(scope, receive, send)).run()
 
 

@@ -1,17 +1,19 @@
 """One ``/ws`` connection, from admission to close (see :mod:`bridge.downstream.endpoint`).
 
-The reader waits at most ``idle_timeout`` for each client message (clients ping to stay
-alive); a resume runs inside the reader, so requests sent meanwhile are answered after it.
+A connection costs two tasks: the endpoint's own, which writes (the link's buffer), and a
+reader. Token expiry is a timer handle and heartbeats come from the route's
+:class:`~bridge.downstream.heartbeat.Heartbeats`, so an idle connection runs no code at all.
+When ``idle_timeout`` is set the reader waits at most that long for each client message; a
+resume runs inside the reader, so requests sent meanwhile are answered after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Coroutine
+from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -59,7 +61,7 @@ class Session:
         self.session = secrets.token_hex(8)
         self.channels: set[str] = set()
         self.grant: Grant | None = None
-        self._renewed = asyncio.Event()
+        self._expiry: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         if not self.route.origins.allows(self.ws.headers.get("origin")):
@@ -145,51 +147,50 @@ class Session:
             return None
 
     async def _serve(self, link: ClientLink) -> int:
-        async with asyncio.TaskGroup() as tg:
-            helpers = [
-                tg.create_task(self._guard(link, self._read(link))),
-                tg.create_task(self._guard(link, self._expire(link))),
-            ]
-            if self.cfg.heartbeat > 0:
-                helpers.append(tg.create_task(self._guard(link, self._heartbeat(link))))
-            try:
-                return await link.run(self.ws.send_text, self.cfg.send_timeout)
-            except (WebSocketDisconnect, OSError):
-                return PEER_GONE
-            finally:
-                for task in helpers:
-                    task.cancel()
-
-    async def _guard(self, link: ClientLink, work: Coroutine[Any, Any, None]) -> None:
-        """Run a helper; an unexpected failure closes the connection with 1011."""
+        reader = asyncio.create_task(self._guarded_read(link), name=f"ws reader {self.session}")
+        self._arm_expiry(link)
+        beats = self.route.heartbeats
+        if beats is not None:
+            beats.add(link)
         try:
-            await work
+            return await link.run(self.ws.send_text, self.cfg.send_timeout)
+        except (WebSocketDisconnect, OSError):
+            return PEER_GONE
+        finally:
+            if beats is not None:
+                beats.discard(link)
+            if self._expiry is not None:
+                self._expiry.cancel()
+            reader.cancel()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await asyncio.gather(reader, return_exceptions=True)
+            except TimeoutError:
+                log.warning("session %s: reader did not stop in time", self.session)
+
+    async def _guarded_read(self, link: ClientLink) -> None:
+        """The reader; an unexpected failure closes the connection with 1011."""
+        try:
+            await self._read(link)
         except Exception as exc:
             log.error("session %s failed: %s", self.session, redact(repr(exc)))
             link.close(p.INTERNAL_ERROR)
 
-    async def _expire(self, link: ClientLink) -> None:
-        """Close with 4003 once the current grant is expired by more than the grace."""
-        while True:
-            assert self.grant is not None
-            delay = self.grant.expires_at + self.cfg.expiry_grace - time.time()
-            if delay <= 0:
-                link.close(p.TOKEN_EXPIRED)
-                return
-            self._renewed.clear()
-            try:
-                async with asyncio.timeout(delay):
-                    await self._renewed.wait()  # a renewal moves the deadline
-            except TimeoutError:
-                pass
+    def _arm_expiry(self, link: ClientLink) -> None:
+        """(Re)schedule the 4003 close for the current grant's ``exp`` plus the grace."""
+        assert self.grant is not None
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        delay = self.grant.expires_at + self.cfg.expiry_grace - time.time()
+        self._expiry = loop.call_later(max(0.0, delay), self._expired, link)
 
-    async def _heartbeat(self, link: ClientLink) -> None:
-        # A random first beat: clients that connected together (a restart, a load test) must
-        # not have thousands of heartbeats fall due in the same instant, every interval.
-        await asyncio.sleep(random.uniform(0, self.cfg.heartbeat))
-        while True:
-            link.put(p.encode_heartbeat(time.time()))
-            await asyncio.sleep(self.cfg.heartbeat)
+    def _expired(self, link: ClientLink) -> None:
+        assert self.grant is not None
+        if self.grant.expires_at + self.cfg.expiry_grace - time.time() > 0:
+            self._arm_expiry(link)  # the loop's clock and the wall clock disagree: wait on
+        else:
+            link.close(p.TOKEN_EXPIRED)
 
     async def _read(self, link: ClientLink) -> None:
         idle = self.cfg.idle_timeout
@@ -276,7 +277,7 @@ class Session:
             return self._error(p.E_TOKEN_REVOKED, "the new token is revoked", msg.id)
         self.grant = grant
         self.route.track(link, old.token_id, grant.token_id)
-        self._renewed.set()
+        self._arm_expiry(link)
         dropped = sorted(c for c in self.channels if not granted(c, grant.channels))
         if dropped:
             self.channels.difference_update(dropped)

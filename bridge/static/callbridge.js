@@ -205,7 +205,7 @@ export class CallBridge extends EventTarget {
     this._attempt = 0;
     this.stats.connects += 1;
     this.session = msg;
-    this._startHeartbeat(msg.heartbeat);
+    this._startHeartbeat(msg.heartbeat, msg.idle_timeout);
     this._scheduleRenew(msg.expires_at);
     this._setState("open");
     this._emit("welcome", msg);
@@ -248,11 +248,17 @@ export class CallBridge extends EventTarget {
 
   // ---- timers: heartbeat, liveness, renewal ----
 
-  _startHeartbeat(seconds) {
+  // The server's heartbeat tells when it has gone silent; pings are sent only when the server
+  // closes quiet clients (idle_timeout > 0): the browser answers websocket pings by itself.
+  _startHeartbeat(seconds, idleTimeout) {
     const every = Math.max(1, Number(seconds) || 25);
     this._deadAfter = (2 * every + 5) * 1000;
     clearInterval(this._timers.ping);
-    this._timers.ping = setInterval(() => this._send({ type: "ping" }), every * 1000);
+    const idle = Number(idleTimeout) || 0;
+    if (idle > 0) {
+      const ping = Math.max(0.5, idle / 3);
+      this._timers.ping = setInterval(() => this._send({ type: "ping" }), ping * 1000);
+    }
     this._touch();
   }
 
