@@ -74,11 +74,21 @@ def app_hash(app_id: str, app_secret: str) -> str:
 
 
 def refresh_point(fetched_at: float, expires_at: float, *, margin: float, jitter: float,
-                  rng: random.Random) -> float:
+                  rng: random.Random, first: bool = False) -> float:
     """When to refresh: ``min(margin, lifetime/4)`` plus up to ``jitter * lifetime`` before
-    expiry (never before ``fetched_at``), so many managers spread their refreshes out."""
+    expiry (never before ``fetched_at``), so many managers spread their refreshes out.
+
+    ``first``: the manager's first token. Managers started together (a process start) fetch
+    together, and a jitter of a fraction of the lifetime would keep their refreshes bunched
+    for good; their first refresh is drawn from the whole second half of the lifetime instead,
+    after which each manager keeps its own phase.
+    """
     lifetime = max(0.0, expires_at - fetched_at)
-    lead = min(margin, lifetime / 4) + rng.uniform(0.0, jitter * lifetime)
+    least = min(margin, lifetime / 4)
+    if first:
+        lead = rng.uniform(least, max(least + jitter * lifetime, lifetime / 2))
+    else:
+        lead = least + rng.uniform(0.0, jitter * lifetime)
     return max(fetched_at, expires_at - lead)
 
 
@@ -123,6 +133,9 @@ class TokenManager:
         self._current: Token | None = None
         self._lock = asyncio.Lock()
         self._attempts = 0  # completed refreshes, successful or not
+        #: Tokens fetched, and refreshes that ended in failure (for metrics).
+        self.fetched = 0
+        self.failed = 0
         self._outcome: Token | Exception | None = None
         self.state = "idle"  # idle | ok | refreshing | auth_failed | unavailable
         self.last_error: str | None = None
@@ -169,8 +182,10 @@ class TokenManager:
         self._attempts += 1
         self._outcome = outcome
         if isinstance(outcome, Token):
+            self.fetched += 1
             self._current, self.state, self.last_error = outcome, "ok", None
         else:
+            self.failed += 1
             self.state = "auth_failed" if isinstance(outcome, TokenAuthError) else "unavailable"
             self.last_error = str(outcome)
 
@@ -231,7 +246,7 @@ class TokenManager:
             body.get("expire"), now=now, default_lifetime=self._default_lifetime
         )
         refresh_at = refresh_point(now, expires_at, margin=self._margin, jitter=self._jitter,
-                                   rng=self._rng)
+                                   rng=self._rng, first=self.fetched == 0)
         if expires_at <= now:
             log.warning("%s: token arrived already expired (expire read as %s); clock skew?",
                         self.name, rule)

@@ -203,9 +203,16 @@ async def test_sip_credentials_are_sent_when_configured(oapi, http) -> None:
 async def test_refresh_points_are_spread_by_jitter(http) -> None:
     lifetime, margin, jitter = 3600.0, 60.0, 0.1
     store = TokenStore({APP_ID: APP_SECRET}, lifetime=lifetime, expire_format="unix")
+    firsts, tokens = [], []
     async with serve(Starlette(routes=oapi_routes(store))) as url:
-        tokens = [await manager(url, http, margin=margin, jitter=jitter,
-                                rng=random.Random(seed)).get() for seed in range(200)]
+        for seed in range(200):
+            tm = manager(url, http, margin=margin, jitter=jitter, rng=random.Random(seed))
+            firsts.append(await tm.get())
+            tokens.append(await tm.refresh())
+    # First tokens (managers started together) refresh anywhere in the second half of life.
+    first_leads = [t.expires_at - t.refresh_at for t in firsts]
+    assert all(margin - 1.0 <= lead <= lifetime / 2 + 1.0 for lead in first_leads)
+    assert max(first_leads) - min(first_leads) > 0.8 * (lifetime / 2 - margin)
     leads = [t.expires_at - t.refresh_at for t in tokens]
     # Each lead lies in [margin, margin + jitter * lifetime] (lifetime/4 exceeds the margin).
     assert all(margin - 1.0 <= lead <= margin + jitter * lifetime + 1.0 for lead in leads)
@@ -221,7 +228,10 @@ async def test_refresh_points_are_spread_by_jitter(http) -> None:
 async def test_short_token_refreshes_half_a_second_before_expiry(http) -> None:
     store = TokenStore({APP_ID: APP_SECRET}, lifetime=2.0)
     async with serve(Starlette(routes=oapi_routes(store))) as url:
-        token = await manager(url, http, margin=60.0, jitter=0.1).get()
+        tm = manager(url, http, margin=60.0, jitter=0.1)
+        first = await tm.get()
+        token = await tm.refresh()
+    assert 0.5 - 0.01 <= first.expires_at - first.refresh_at <= 1.0 + 0.01  # up to half life
     lead = token.expires_at - token.refresh_at
     assert 0.5 - 0.01 <= lead <= 0.5 + 0.1 * 2.0 + 0.01
 

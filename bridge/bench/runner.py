@@ -43,8 +43,8 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--streams", type=int, help="upstream: upstream streams (accounts)")
     bench.add_argument("--token-lifetime", type=float, help="upstream: token lifetime, seconds")
     bench.add_argument("--apps", type=int,
-                       help="upstream: oapi apps the streams use (default: one per stream; "
-                            "streams of one app share its token)")
+                       help="upstream: oapi apps the streams use (default: one per 50 "
+                            "streams; streams of one app share its token)")
 
 
 def scenario_params(args: argparse.Namespace) -> dict[str, Any]:

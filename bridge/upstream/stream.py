@@ -226,7 +226,7 @@ class UpstreamStream:
     async def _serve(self, conn: Connection, token: Token) -> str:
         """Serve ``conn`` and its successors until the live connection dies; return why."""
         while True:
-            wait = max(0.0, token.refresh_at - time.time())
+            wait = max(0.0, token.refresh_at + self._rotation_offset(token) - time.time())
             rotate = await self._wait_dead_or(conn, wait)
             if not rotate:
                 await self._drop(conn)
@@ -255,6 +255,17 @@ class UpstreamStream:
                      self.name, overlap)
             await self._wait_dead_or(old, overlap)
             await self._drop(old)
+
+    def _rotation_offset(self, token: Token) -> float:
+        """A random delay past the refresh point, up to half the time the old connection can
+        still spare (the token's remaining life less the overlap).
+
+        Streams sharing a token reach its refresh point together; without it they would all
+        reconnect upstream in the same instant. The first of them fetches the new token and
+        the others move to it one by one, while the old token is still valid for each.
+        """
+        spare = token.expires_at - token.refresh_at - self.settings.rotation_overlap
+        return self._rng.uniform(0.0, spare / 2) if spare > 0 else 0.0
 
     async def _wait_dead_or(self, conn: Connection, seconds: float) -> bool:
         """Wait ``seconds``; True when they passed with ``conn`` alive, False if it died first.
