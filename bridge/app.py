@@ -1,4 +1,4 @@
-"""The HTTP and websocket application: health endpoints and the downstream ``/ws``."""
+"""The HTTP and websocket application: health endpoints, ``/metrics`` and the downstream ``/ws``."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bridge import __version__
+from bridge.admin.api import AdminApi
 from bridge.api.endpoints import Endpoint
-from bridge.api.routes import api_routes, openapi_document
+from bridge.api.routes import openapi_document
 from bridge.config import Config
 from bridge.downstream.endpoint import WsApp, ws_route
+from bridge.metrics import metrics_endpoint, registry_for
 from bridge.service import Service
 from bridge.serving import client_gone
 from bridge.web import DemoBoard, web_routes
@@ -40,10 +42,12 @@ class BridgeApp(Starlette):
 
 
 def build_app(config: Config, service: Service | None = None, *,
-              demo: DemoBoard | None = None) -> BridgeApp:
+              demo: DemoBoard | None = None, config_path: str | None = None) -> BridgeApp:
     """The ASGI app; it starts and stops ``service`` (built from ``config`` when None).
 
     ``demo``: what the demo's board may mint (the board is then served at ``/``).
+    ``config_path``: the file ``config`` came from, read again by a reload (``app.state.admin``
+    .reloader; ``POST /admin/reload``); None: reloads are refused.
     """
     svc = service or Service(config)
     server = config.server
@@ -57,6 +61,8 @@ def build_app(config: Config, service: Service | None = None, *,
         return JSONResponse(body, status_code=200 if ready else 503)
 
     endpoints: list[Endpoint] = []
+    admin = AdminApi(svc, config, endpoints, config_path=config_path)
+    metrics = registry_for(svc)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(endpoints))
@@ -65,11 +71,11 @@ def build_app(config: Config, service: Service | None = None, *,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with svc:
             # Providers exist once the service has started: mount their endpoints now.
-            endpoints[:] = [e for p in svc.providers for e in p.endpoints()]
-            app.router.routes.extend(api_routes(
-                endpoints, jwt_secret=config.auth.jwt_secret.get_secret_value(),
-                leeway=config.auth.leeway))
-            yield
+            admin.mount()
+            try:
+                yield
+            finally:
+                await admin.close()
 
     ws = ws_route(svc.hub, jwt_secret=config.auth.jwt_secret.get_secret_value(),
                   leeway=config.auth.leeway, auth_timeout=server.auth_timeout,
@@ -86,6 +92,7 @@ def build_app(config: Config, service: Service | None = None, *,
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/openapi.json", openapi),
+            Route("/metrics", metrics_endpoint(metrics)),
             ws,
         ],
         lifespan=lifespan,
@@ -93,5 +100,8 @@ def build_app(config: Config, service: Service | None = None, *,
     )
     app.router.routes.extend(web_routes(config, svc, demo=demo))
     app.state.service = svc
+    app.state.metrics = metrics
     app.ws = ws.app if isinstance(ws.app, WsApp) else None
+    admin.attach(app.router.routes, app.ws.route if app.ws is not None else None)
+    app.state.admin = admin
     return app

@@ -1,4 +1,4 @@
-"""``callbridge``: serve, demo, token, simulate, bench."""
+"""``callbridge``: serve, demo, token, simulate, admin, bench."""
 
 from __future__ import annotations
 
@@ -69,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--expire-format", default="ttl", choices=["ttl", "unix", "unix_ms", "iso"])
     sim.add_argument("--expiry-policy", default="subscribe", choices=["subscribe", "disconnect"])
 
+    admin = commands.add_parser(
+        "admin", help="operate a running instance through its /admin API (docs/admin.md)")
+    from bridge.admin.cli import add_arguments as _admin_arguments
+    _admin_arguments(admin)
+
     # -- bench ---------------------------------------------------------------------------------
     bench = commands.add_parser(
         "bench", help="benchmark callbridge against a bare websockets server and python-socketio")
@@ -84,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _token(args)
     if args.command == "api-token":
         return _api_token(args)
+    if args.command == "admin":
+        from bridge.admin.cli import main as admin_main
+        return admin_main(args)
     runner = {"serve": _serve, "demo": _demo, "simulate": _simulate}[args.command]
     try:
         return asyncio.run(runner(args))
@@ -153,6 +161,10 @@ def _stop_on_signals(servers: list, stop: asyncio.Event) -> None:  # type: ignor
         loop.add_signal_handler(sig, handler)
 
 
+#: Seconds past ``[server] shutdown_timeout`` after which a stuck shutdown is cut short.
+SHUTDOWN_OVERRUN = 3.0
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from bridge import logs
     from bridge.app import build_app
@@ -160,22 +172,42 @@ async def _serve(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     logs.setup(config.logging.level)
-    app = build_app(config)
+    app = build_app(config, config_path=args.config)
     server = bridge_server(app, config)
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.TimerHandle] = []
 
     def shutdown() -> None:
+        if stopping:
+            return  # already on its way out, within the deadline
         # Leases first, so another instance takes the streams over while clients are closed.
         app.state.service.begin_shutdown()
         server.stop()
+        stopping.append(loop.call_later(config.server.shutdown_timeout + SHUTDOWN_OVERRUN,
+                                        _overrun, config.server.shutdown_timeout))
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown)
+    # SIGHUP: re-read the configuration file and apply its account blocks (docs/operations.md).
+    loop.add_signal_handler(signal.SIGHUP, app.state.admin.reloader.request)
     await server.start()
     _tune_gc()
     print(f"callbridge serving on {server.url}", flush=True)
     await server.wait()
+    for handle in stopping:
+        handle.cancel()
     return 0
+
+
+def _overrun(timeout: float) -> None:
+    """The shutdown outlived its deadline (something hangs): exit now, with status 1."""
+    import logging
+
+    logging.getLogger("bridge.service").error(
+        "shutdown not finished %.0fs after the signal: exiting now", timeout + SHUTDOWN_OVERRUN)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 async def _simulate(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ See docs/configuration.md for every key.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -47,10 +48,27 @@ class ServerConfig(_Section):
     #: Origins allowed to open /ws (exact "scheme://host[:port]"); empty: any origin.
     allowed_origins: list[str] = Field(default_factory=list)
     send_timeout: float = Field(30.0, gt=0)
-    #: Seconds to wait for open connections to close on shutdown.
+    #: Seconds from SIGTERM to exit: leases released, clients closed, events published.
     shutdown_timeout: float = Field(10.0, gt=0)
     #: Serve the live softphone board at ``/`` (and callbridge.js, which is always served).
     board: bool = False
+    #: Addresses or networks of reverse proxies whose X-Forwarded-For names the client;
+    #: empty: trust none (the socket's peer is the client).
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        out = []
+        for value in values:
+            try:
+                if "/" in value:
+                    out.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+                else:
+                    out.append(str(ipaddress.ip_address(value.strip())))
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or network") from None
+        return out
 
 
 class BrokerConfig(_Section):
@@ -100,6 +118,8 @@ class AuthConfig(_Section):
     leeway: float = Field(5.0, ge=0)
     #: Seconds a connection may outlive its token's expiry before it is closed (renew in time).
     expiry_grace: float = Field(10.0, ge=0)
+    #: Seconds a token revoked through the admin API stays refused when its expiry is unknown.
+    revocation_ttl: float = Field(86400.0, gt=0)
 
     _length = field_validator("jwt_secret")(lambda v: _min_secret(v, 32))
 

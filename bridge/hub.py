@@ -183,6 +183,8 @@ class Hub:
         self._lock = asyncio.Lock()
         self._frames_out = 0
         self._slow_consumers = 0
+        #: Resumes by outcome, counted by :func:`bridge.downstream.resume.resume`.
+        self.resumes: dict[str, int] = {}
         broker.set_handler(self.on_message)
 
     def attach(self) -> ClientLink:
@@ -331,11 +333,13 @@ class Hub:
             log.warning("%d client(s) still closing after %.1fs", len(self._links), timeout)
 
     def stats(self) -> dict[str, int]:
-        """``clients`` attached, ``channels`` with clients, ``frames_out`` frames queued to
-        clients, ``slow_consumers`` clients closed for overflowing their buffer."""
+        """``clients`` attached, ``channels`` with clients, ``subscriptions`` (client, channel)
+        pairs, ``frames_out`` frames queued to clients, ``slow_consumers`` clients closed for
+        overflowing their buffer."""
         return {
             "clients": len(self._links),
             "channels": len(self._channels),
+            "subscriptions": sum(map(len, self._channels.values())),
             "frames_out": self._frames_out,
             "slow_consumers": self._slow_consumers,
         }

@@ -38,3 +38,10 @@ def setup(level: str = "INFO", *, json: bool = True) -> None:
         logger.propagate = True
     logging.getLogger("uvicorn.access").setLevel("WARNING")
     logging.getLogger("httpx").setLevel("WARNING")
+    # At DEBUG the websockets library dumps every frame (uvicorn hands it "uvicorn.error" for
+    # the server side): client auth messages, upstream subscribe frames, tokens echoed back.
+    # It cuts each frame in the middle, so a token may show only in part, which redaction
+    # cannot recognise. Those loggers never go below INFO.
+    for name in ("websockets", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.INFO, root.level))

@@ -4,6 +4,11 @@ Upstream readers hand events over with :meth:`Pipeline.submit`, which never bloc
 queue sits between them and the single publisher task, so a slow broker can never stall an
 upstream socket (Kazoo silently drops events for sockets that do not read promptly). When the
 queue is full the event is counted and logged, never dropped silently.
+
+What the metrics endpoint reports is kept here as plain numbers: events received and published
+per ``(provider, type)`` (both bounded: providers are configured, types an enum) and the
+publish latency, from :meth:`Pipeline.submit` to the broker's acknowledgement (during a broker
+outage, to the event's being buffered: see :mod:`bridge.brokers.resilient`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from bridge import channels
 from bridge.brokers.base import Broker, BrokerError
 from bridge.events import Event, EventType
+from bridge.histogram import Histogram
 from bridge.recent import RecentIds
 
 log = logging.getLogger("bridge.pipeline")
@@ -38,11 +44,18 @@ class Pipeline:
     def __init__(self, broker: Broker, *, queue_size: int = 10_000,
                  dedup_size: int = 65_536, retry_delay: float = 1.0) -> None:
         self._broker = broker
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
+        #: (event, monotonic time of its submit)
+        self._queue: asyncio.Queue[tuple[Event, float]] = asyncio.Queue(maxsize=queue_size)
         self._seen = RecentIds(dedup_size)
         self._retry_delay = retry_delay
         self.counts = {"submitted": 0, "duplicates": 0, "overflow": 0, "published": 0,
                        "publish_errors": 0}
+        #: Events offered by (provider, type), duplicates and drops included.
+        self.received: dict[tuple[str, str], int] = {}
+        #: Events the broker took by (provider, type): published once, not duplicates.
+        self.published: dict[tuple[str, str], int] = {}
+        #: Seconds from submit to the broker's acknowledgement, per published event.
+        self.latency = Histogram()
         self._last_overflow_log = 0.0
 
     def submit(self, event: Event) -> bool:
@@ -52,11 +65,13 @@ class Pipeline:
         before). False only when it was dropped because the queue is full: a poller should then
         keep its cursor and offer the event again later.
         """
+        key = (event.provider, event.type)
+        self.received[key] = self.received.get(key, 0) + 1
         if event.id in self._seen:
             self.counts["duplicates"] += 1
             return True
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, time.monotonic()))
         except asyncio.QueueFull:
             self.counts["overflow"] += 1
             now = time.monotonic()
@@ -76,14 +91,20 @@ class Pipeline:
     async def run(self) -> None:
         """Publish queued events, in order, until cancelled."""
         while True:
-            event = await self._queue.get()
+            event, submitted = await self._queue.get()
             data = event.to_json()
             targets = channels_for(event)
             while True:
                 try:
                     offsets = await self._broker.publish(targets, data, event_id=event.id)
                     # None: another process (or an earlier run) already published this event
-                    self.counts["published" if offsets is not None else "duplicates"] += 1
+                    if offsets is None:
+                        self.counts["duplicates"] += 1
+                    else:
+                        self.counts["published"] += 1
+                        key = (event.provider, event.type)
+                        self.published[key] = self.published.get(key, 0) + 1
+                        self.latency.observe(time.monotonic() - submitted)
                     break
                 except BrokerError as exc:
                     # Keep the event and keep order; the queue absorbs upstream meanwhile.

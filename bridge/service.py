@@ -2,8 +2,13 @@
 
 ``async with Service(config) as service:`` starts everything and, on exit, stops it in the
 reverse order: upstream streams stop and their leases are released (another instance takes
-them over at once), the pipeline is drained into the broker and the outage buffer flushed
-within ``[server] shutdown_timeout``, clients are closed with 1012, then the broker.
+them over at once), the pipeline is drained into the broker and the outage buffer flushed,
+clients are closed with 1012, then the broker; all within ``[server] shutdown_timeout`` of
+:meth:`Service.begin_shutdown` (a signal) or of the exit.
+
+:meth:`Service.reload` applies a new configuration's account blocks to the running service:
+added blocks start, removed ones stop (their leases released), changed ones restart, unchanged
+ones are not touched (:mod:`bridge.admin.changes`).
 
 Each upstream stream runs only while this instance holds its lease (:mod:`bridge.lease`); the
 broker is wrapped in :class:`bridge.brokers.resilient.ResilientBroker` so a broker outage never
@@ -21,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from bridge.admin.changes import Changes, block_name, diff
 from bridge.brokers import Broker, BrokerError, from_url
 from bridge.brokers.resilient import ResilientBroker
 from bridge.config import AntBuddyAccount, Config
@@ -31,10 +37,10 @@ from bridge.lease import LeasedRunner, LeaseStore, LocalLeases
 from bridge.normalize import normalize_kazoo
 from bridge.pipeline import Pipeline
 from bridge.providers.base import Provider, ProviderContext
-from bridge.providers.registry import build_providers
+from bridge.providers.registry import build_providers, rebuild_providers
 from bridge.redact import redact, register
 from bridge.revocation import MemoryRevocations, RedisRevocations, Revocations
-from bridge.tokens import TokenManager
+from bridge.tokens import TokenManager, app_hash
 from bridge.upstream.stream import State, StreamSettings, UpstreamStream
 
 log = logging.getLogger("bridge.service")
@@ -81,7 +87,11 @@ class Service:
         #: One per stream, same order as :attr:`streams`.
         self.runners: list[LeasedRunner] = []
         self._releasing: asyncio.Task[None] | None = None
-        self._tokens: dict[tuple[str, str, str | None], TokenManager] = {}
+        #: Monotonic time by which the shutdown must be done (set when it begins).
+        self._deadline: float | None = None
+        self._reload_lock = asyncio.Lock()
+        self._context: ProviderContext | None = None
+        self._tokens: dict[tuple[str, str, str | None, str], TokenManager] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
         self.started_at = time.time()
@@ -116,21 +126,29 @@ class Service:
         self._stack.push_async_callback(self.revocations.close)
         self._spawn(self.pipeline.run(), "pipeline")
         for account in self.config.antbuddy:
-            self._add_stream(account)
+            self._start_stream(*self._new_stream(account))
         self._stack.push_async_callback(self.cursors.close)
         context = ProviderContext(submit=self.pipeline.submit, http=http, cursors=self.cursors)
         self.providers = build_providers(self.config, context, streams=self.streams)
         for provider in self.providers:
             self._spawn(provider.run(), f"provider {provider.name}")
+        self._context = context
         log.info("callbridge %s started: broker %s, %d upstream stream(s)",
                  self.leases.instance_id, self.broker.display_url, len(self.streams))
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
+    async def _stop_task(self, name: str) -> None:
+        tasks = [t for t in self._tasks if t.get_name() == name]
+        for task in tasks:
+            self._tasks.remove(task)
+        await _cancel(tasks)
+
     def _token_manager(self, account: AntBuddyAccount) -> TokenManager:
-        # Streams sharing credentials share one token (and one refresh schedule).
-        key = (account.oapi_url, account.app_id, account.sip_user)
+        # Streams sharing credentials share one token (and one refresh schedule). The digest
+        # keeps a reloaded block with a new secret off the manager holding the old one.
+        key = (account.oapi_url, account.app_id, account.sip_user, _credentials_digest(account))
         manager = self._tokens.get(key)
         if manager is None:
             up = self.config.upstream
@@ -147,7 +165,7 @@ class Service:
             )
         return manager
 
-    def _add_stream(self, account: AntBuddyAccount) -> None:
+    def _new_stream(self, account: AntBuddyAccount) -> tuple[UpstreamStream, LeasedRunner]:
         up = self.config.upstream
         settings = StreamSettings(
             tenant=account.tenant, account_id=account.account_id, ws_url=account.ws_url,
@@ -172,34 +190,111 @@ class Service:
 
         stream = UpstreamStream(settings, self._token_manager(account), self._http,
                                 on_call=on_call, on_notice=on_notice)
-        runner = LeasedRunner(self.leases, settings.name, stream.run)
+        return stream, LeasedRunner(self.leases, settings.name, stream.run)
+
+    def _start_stream(self, stream: UpstreamStream, runner: LeasedRunner) -> None:
         self.streams.append(stream)
         self.runners.append(runner)
-        self._spawn(runner.run(), f"lease {settings.name}")
+        self._spawn(runner.run(), f"lease {stream.name}")
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def reload(self, config: Config) -> Changes:
+        """Apply ``config``'s account blocks; every other section keeps its running values.
+
+        Returns what changed (fixed sections that differ are listed as needing a restart).
+        Raises :class:`ReloadRefused` before the service has started or once it stops.
+        Reloads run one at a time.
+        """
+        async with self._reload_lock:
+            if self._context is None or self._releasing is not None:
+                raise ReloadRefused("the service is not running (starting or shutting down)")
+            changes = diff(self.config, config)
+            if changes.applies_anything:
+                await self._apply(changes.config, self._context)
+            else:
+                self.config = changes.config
+            return changes
+
+    async def _apply(self, config: Config, context: ProviderContext) -> None:
+        _register_secrets(config)
+        before = {block_name("antbuddy", a): a for a in self.config.antbuddy}
+        after = {block_name("antbuddy", a): a for a in config.antbuddy}
+        running = {s.name: (s, r) for s, r in zip(self.streams, self.runners)}
+        for name, (stream, runner) in running.items():
+            if before.get(name) != after.get(name):
+                # Removed or changed: stop it and give its lease up before anything restarts.
+                await self._stop_task(f"lease {name}")
+                await runner.release()
+                log.info("reload: stream %s stopped", name)
+        self.config = config
+        self.streams.clear()
+        self.runners.clear()
+        for name, account in after.items():
+            if name in running and before.get(name) == account:
+                self.streams.append(running[name][0])
+                self.runners.append(running[name][1])
+            else:
+                self._start_stream(*self._new_stream(account))
+                log.info("reload: stream %s started", name)
+        in_use = {id(s.tokens) for s in self.streams}
+        self._tokens = {k: m for k, m in self._tokens.items() if id(m) in in_use}
+        providers = rebuild_providers(config, context, self.providers, streams=self.streams)
+        for old in self.providers:
+            if all(old is not p for p in providers):
+                await self._stop_task(f"provider {old.name}")
+        fresh = [p for p in providers if all(p is not old for old in self.providers)]
+        self.providers[:] = providers
+        for provider in fresh:
+            self._spawn(provider.run(), f"provider {provider.name}")
+
+    # -- shutdown ------------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
-        """Stop the streams and release their leases now, without waiting (signal handlers)."""
-        if self._releasing is None:
-            self._releasing = asyncio.create_task(self._release_streams(), name="release")
+        """Begin the shutdown now, without waiting (signal handlers).
 
-    async def _release_streams(self) -> None:
-        await _cancel([t for t in self._tasks if t.get_name().startswith("lease ")])
-        await asyncio.gather(*(runner.release() for runner in self.runners))
+        The streams stop and their leases are released, then queued and buffered events are
+        published; :meth:`stop` finishes. All of it within ``[server] shutdown_timeout`` of
+        this call.
+        """
+        if self._releasing is None:
+            if self._deadline is None:
+                self._deadline = time.monotonic() + self.config.server.shutdown_timeout
+            self._releasing = asyncio.create_task(self._wind_down(), name="release")
+
+    def _remaining(self) -> float:
+        assert self._deadline is not None
+        return max(0.0, self._deadline - time.monotonic())
+
+    async def _wind_down(self) -> None:
+        async with self._reload_lock:  # a reload in progress finishes first
+            await _cancel([t for t in self._tasks if t.get_name().startswith("lease ")])
+            await asyncio.gather(*(runner.release() for runner in self.runners))
+        # Publishing starts while the server still closes its connections.
+        if await self.pipeline.drain(self._remaining()):
+            await self.broker.flush(self._remaining())
 
     async def stop(self, drain_timeout: float | None = None) -> None:
-        timeout = self.config.server.shutdown_timeout if drain_timeout is None else drain_timeout
-        deadline = time.monotonic() + timeout
+        if drain_timeout is not None and self._releasing is None:
+            self._deadline = time.monotonic() + drain_timeout
         self.begin_shutdown()
-        assert self._releasing is not None
-        await self._releasing
-        if not await self.pipeline.drain(max(0.0, deadline - time.monotonic())):
+        assert self._releasing is not None and self._deadline is not None
+        timeout = drain_timeout or self.config.server.shutdown_timeout
+        try:
+            async with asyncio.timeout(self._remaining()):
+                await asyncio.shield(self._releasing)
+        except TimeoutError:
+            log.error("shutdown: leases and events not all settled within %.0fs", timeout)
+        # Again: events may have arrived meanwhile (webhooks answered during the server's own
+        # shutdown); this returns at once when everything is published already.
+        if not await self.pipeline.drain(self._remaining()):
             log.error("shutdown: %d event(s) not published within %.0fs",
                       self.pipeline.pending, timeout)
-        if not await self.broker.flush(max(0.0, deadline - time.monotonic())):
+        if not await self.broker.flush(self._remaining()):
             log.error("shutdown: %d buffered event(s) not published within %.0fs",
                       self.broker.health()["buffered"], timeout)
-        await self.hub.close_all(1012)
-        await _cancel(self._tasks)
+        await self.hub.close_all(1012, timeout=min(5.0, max(0.5, self._remaining())))
+        await _cancel([*self._tasks, self._releasing])
         self._tasks.clear()
         await self._stack.aclose()
 
@@ -240,6 +335,16 @@ class Service:
         return ready, body
 
 
+class ReloadRefused(Exception):
+    """The service cannot apply a reload now."""
+
+
+def _credentials_digest(account: AntBuddyAccount) -> str:
+    secret = account.app_secret.get_secret_value()
+    password = account.sip_password.get_secret_value() if account.sip_password else ""
+    return hashlib.sha256(f"{secret}\0{password}".encode()).hexdigest()
+
+
 def _broker_options(config: Config) -> dict[str, Any]:
     """Backend-specific constructor options from ``[broker]``."""
     url = config.broker.url
@@ -257,6 +362,9 @@ def _register_secrets(config: Config) -> None:
     register(config.auth.jwt_secret.get_secret_value())
     for account in config.antbuddy:
         register(account.app_secret.get_secret_value())
+        # The x-auth-app-hash header authenticates as well as the secret it is made of, and
+        # an oapi error may echo it.
+        register(app_hash(account.app_id, account.app_secret.get_secret_value()))
         if account.sip_password is not None:
             register(account.sip_password.get_secret_value())
 

@@ -96,8 +96,16 @@ def bridge_server(app: Any, config: Any, *, host: str | None = None,
 
     Websocket-level pings every ``ping_interval`` s reap clients whose connection died without
     a close (no pong within as long); ``max_message_bytes`` caps a client frame (1009 beyond).
+
+    ``trusted_proxies``: uvicorn's proxy-headers middleware wraps the whole app, ``/ws``
+    included, and takes the client's address from ``X-Forwarded-For`` when the socket's peer
+    is one of them (the right-most address not itself a trusted proxy). Empty: the middleware
+    is off, so the header is ignored whoever sends it (uvicorn would otherwise trust
+    127.0.0.1, or ``FORWARDED_ALLOW_IPS``, by default).
     """
     s = config.server
+    proxies = list(s.trusted_proxies)
     return AppServer(app, host=host or s.host, port=s.port if port is None else port,
                      graceful_timeout=s.shutdown_timeout, ws_ping_interval=s.ping_interval,
-                     ws_ping_timeout=s.ping_interval, ws_max_size=s.max_message_bytes)
+                     ws_ping_timeout=s.ping_interval, ws_max_size=s.max_message_bytes,
+                     proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)

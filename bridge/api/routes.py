@@ -96,7 +96,8 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
                                           "503": {"description": "not ready; body says why"}}}},
     }
     for e in endpoints:
-        if e.method.lower() in paths.get(e.path, {}):
+        path = _openapi_path(e.path)
+        if e.method.lower() in paths.get(path, {}):
             continue  # the same operation for another tenant
         operation: dict[str, Any] = {"summary": e.summary, "tags": list(e.tags), **e.operation}
         responses = operation.setdefault("responses", {"200": {"description": "OK"}})
@@ -115,11 +116,12 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
               for p in params),
             *operation.get("parameters", []),
         ]
-        paths.setdefault(e.path, {})[e.method.lower()] = operation
+        paths.setdefault(path, {})[e.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "callbridge", "version": __version__,
-                 "description": "Provider calls and webhooks of callbridge."},
+                 "description": "Provider calls, webhooks and admin operations of "
+                                "callbridge."},
         "paths": paths,
         "components": {
             "securitySchemes": {"apiToken": {"type": "http", "scheme": "bearer",
@@ -127,6 +129,12 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
             "schemas": {"Error": _ERROR_SCHEMA},
         },
     }
+
+
+def _openapi_path(path: str) -> str:
+    """A Starlette path as an OpenAPI path template: ``{name:path}`` becomes ``{name}``."""
+    return "/".join(f"{{{part[1:-1].split(':')[0]}}}" if part.startswith("{")
+                    and part.endswith("}") else part for part in path.split("/"))
 
 
 def _path_params(path: str) -> list[str]:

@@ -4,7 +4,8 @@ They are distinct from the websocket tokens of :mod:`bridge.auth` (which carry n
 neither kind is accepted in place of the other.
 
 Scopes: ``calls:read`` (call details, CDR lookup, recordings), ``calls:dial`` (click-to-call),
-``verifications:write`` (start a verification call), ``admin`` (operations, later).
+``verifications:write`` (start a verification call), ``admin`` (everything, and the ``/admin``
+operations API of :mod:`bridge.admin.api`).
 """
 
 from __future__ import annotations

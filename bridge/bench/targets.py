@@ -7,7 +7,6 @@ process is terminated (then killed) on exit. Every server listens on 127.0.0.1 o
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -19,6 +18,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
+
+import tomli_w
 
 TARGETS = ("callbridge", "ceiling", "peer")
 _READY = re.compile(r"(?:serving on|listening on) (\S+)")
@@ -33,30 +34,6 @@ class Target:
     #: Where benchmark clients connect.
     client_url: str
     jwt_secret: str = ""
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic strings
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {type(value).__name__}")
-
-
-def toml(config: dict[str, Any]) -> str:
-    """Tables of scalars and arrays of such tables: all a callbridge config needs."""
-    lines: list[str] = []
-    for name, body in config.items():
-        blocks = body if isinstance(body, list) else [body]
-        for block in blocks:
-            lines.append(f"[[{name}]]" if isinstance(body, list) else f"[{name}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in block.items()]
-            lines.append("")
-    return "\n".join(lines)
 
 
 def callbridge_config(*, broker_url: str, prefix: str, jwt_secret: str,
@@ -86,7 +63,7 @@ def launch(name: str, *, redis_url: str, channels: list[str],
             secret = config["auth"]["jwt_secret"]
             path = os.path.join(tmp, "callbridge.toml")
             with open(path, "w") as f:
-                f.write(toml(config))
+                f.write(tomli_w.dumps(config))
             os.chmod(path, 0o600)
             argv = [sys.executable, "-m", "bridge", "serve", "--config", path]
         elif name == "ceiling":

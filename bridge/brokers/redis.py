@@ -77,6 +77,8 @@ class RedisBroker(Broker):
         self._history_script = self._client.register_script(wire.HISTORY_SCRIPT)
         self._replay_script = self._client.register_script(wire.REPLAY_SCRIPT)
         self._closed = False
+        #: Redis commands that failed (connection refused, timeout, error reply), for metrics.
+        self.errors = 0
         self._sub = Subscriber(
             self._client, self._deliver, prefix=prefix, where=self._where,
             display_url=self.display_url, socket_timeout=socket_timeout,
@@ -103,6 +105,7 @@ class RedisBroker(Broker):
         return f"RedisBroker({self.display_url!r}, state={self.state!r})"
 
     def _error(self, doing: str, exc: BaseException) -> BrokerError:
+        self.errors += 1
         reason = redact.redact(str(exc)) or type(exc).__name__
         return BrokerError(f"redis at {self._where}: {doing} failed: {reason}")
 
@@ -110,6 +113,7 @@ class RedisBroker(Broker):
         return {
             "state": self.state,
             "reconnects": self.reconnects,
+            "errors": self.errors,
             "probe_failures": self._sub.probe.failures,
             "last_probe_ok": self._sub.probe.last_ok,
             "subscriptions": len(self._sub.channels),

@@ -93,11 +93,14 @@ class RedisClusterBroker(Broker):
         self.reconnects = 0
         #: Pub/sub messages on our channels that were not envelope frames (dropped).
         self.malformed = 0
+        #: Redis commands that failed (connection refused, timeout, error reply), for metrics.
+        self.errors = 0
 
     def __repr__(self) -> str:
         return f"RedisClusterBroker({self.display_url!r})"
 
     def _error(self, doing: str, exc: BaseException) -> BrokerError:
+        self.errors += 1
         reason = redact.redact(str(exc)) or type(exc).__name__
         return BrokerError(f"{self.display_url}: {doing} failed: {reason}")
 
@@ -218,7 +221,8 @@ class RedisClusterBroker(Broker):
         state = "closed" if self._closed else "starting" if not self._started else (
             "degraded" if down else "ok")
         return {"state": state, "sharded": bool(self._sharded), "links": len(self._links),
-                "links_down": down, "reconnects": self.reconnects, "malformed": self.malformed}
+                "links_down": down, "reconnects": self.reconnects, "errors": self.errors,
+                "malformed": self.malformed}
 
     # -- subscriptions: one pub/sub connection per node owning subscribed slots ---------------
 

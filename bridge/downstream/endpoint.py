@@ -56,7 +56,12 @@ class Settings:
 
 
 class Route:
-    """State shared by the connections of one route: admission and open links by token id."""
+    """State shared by the connections of one route: admission, open links by token id, and
+    authenticated sessions by session id (what the admin API lists and disconnects).
+
+    The session registry costs one dict entry per connection: the :class:`Session` itself
+    already holds everything listed (subject, token id, channels, address, start time).
+    """
 
     def __init__(self, hub: Hub, settings: Settings, origins: OriginPolicy,
                  counter: ConnectionCounter, revocations: Revocations | None) -> None:
@@ -67,6 +72,7 @@ class Route:
         self.revocations = revocations
         self.heartbeats = Heartbeats(settings.heartbeat) if settings.heartbeat > 0 else None
         self.by_token: dict[str, set[ClientLink]] = {}
+        self.sessions: dict[str, Session] = {}
         if revocations is not None:
             revocations.on_revoke(self.revoked)
 
@@ -81,6 +87,14 @@ class Route:
                 del self.by_token[old]
         if new is not None:
             self.by_token.setdefault(new, set()).add(link)
+
+    def disconnect(self, session_id: str) -> bool:
+        """Close one authenticated session with 4010; False when it is not on this route."""
+        session = self.sessions.get(session_id)
+        if session is None or session.link is None:
+            return False
+        session.link.close(p.DISCONNECTED)
+        return True
 
     async def is_revoked(self, grant: Grant) -> bool:
         if self.revocations is None or grant.token_id is None:
@@ -145,6 +159,6 @@ class WsApp:
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await Session(self.route, WebSocket(scope, receive, send)).run()
+        await Session(self.route, WebSocket(scope, receive, send), send).run()
 
 

@@ -31,6 +31,7 @@ TOKEN_EXPIRED = 4003  # get a new token, then reconnect
 TOKEN_REVOKED = 4004  # the token was revoked: get a new token, then reconnect
 SLOW_CONSUMER = 4008  # the client read too slowly: reconnect with backoff and resume
 CLIENT_IDLE = 4009  # the client sent nothing for too long: reconnect with backoff and resume
+DISCONNECTED = 4010  # an operator disconnected the client (admin API): reconnect with backoff
 
 #: What a client should do after each close code: ``"now"`` (reconnect at once and resume),
 #: ``"backoff"`` (reconnect with exponential backoff and resume), ``"new_token"`` (reconnect
@@ -45,6 +46,7 @@ CLOSE_ADVICE: dict[int, str] = {
     AUTH_TIMEOUT: "backoff",
     SLOW_CONSUMER: "backoff",
     CLIENT_IDLE: "backoff",
+    DISCONNECTED: "backoff",
     AUTH_FAILED: "new_token",
     TOKEN_EXPIRED: "new_token",
     TOKEN_REVOKED: "new_token",

@@ -10,6 +10,9 @@ is missed, and the offset comparison drops what was doubled.
 When the broker cannot cover the gap (``epoch_changed``, ``trimmed``, ``too_old``) or fails
 mid-way, the client gets one ``gap`` message, then live frames only: never a silent partial
 replay.
+
+Every resume is counted by outcome in :attr:`bridge.hub.Hub.resumes` (plain numbers, read by
+the metrics endpoint): :data:`OUTCOMES`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ log = logging.getLogger(__name__)
 
 #: History entries read per broker call.
 PAGE = 500
+
+#: How a resume ends: ``ok`` (replayed, possibly nothing), a gap because history no longer
+#: covers it (``trimmed``, ``epoch_changed``, ``too_old``), ``unavailable`` (the broker failed),
+#: or ``closed`` (the client went away mid-replay).
+OUTCOMES = ("ok", "trimmed", "epoch_changed", "too_old", "unavailable", "closed")
+
+
+def _count(hub: Hub, outcome: str) -> None:
+    hub.resumes[outcome] = hub.resumes.get(outcome, 0) + 1
 
 
 async def resume(
@@ -51,6 +63,7 @@ async def resume(
                 )
             current = replay.epoch
             if replay.status is not ReplayStatus.OK:
+                _count(hub, replay.status.value)
                 link.put(p.encode_gap(channel, replay.status.value, replay.epoch))
                 # Same epoch: frames up to the client's own offset are still ones it has.
                 hub.release(link, channel, offset if replay.epoch == epoch else None)
@@ -58,6 +71,7 @@ async def resume(
             for item_offset, frame in replay.items:
                 text = frame.decode()
                 if not await link.wait_room(len(frame), send_timeout):
+                    _count(hub, "closed")
                     return
                 link.put(text, len(frame))
                 after = item_offset
@@ -65,7 +79,9 @@ async def resume(
                 break
     except (BrokerError, TimeoutError) as exc:
         log.warning("resume of %s failed: %s", channel, redact(str(exc) or type(exc).__name__))
+        _count(hub, "unavailable")
         link.put(p.encode_gap(channel, p.GAP_UNAVAILABLE, current))
         hub.release(link, channel, after)
         return
+    _count(hub, "ok" if link.close_code is None else "closed")
     hub.release(link, channel, after)

@@ -13,8 +13,9 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
+from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.auth import AuthError, Grant, verify
@@ -38,6 +39,7 @@ _REASONS = {
     p.TOKEN_REVOKED: "token revoked",
     p.SLOW_CONSUMER: "slow consumer",
     p.CLIENT_IDLE: "no message from the client in time",
+    p.DISCONNECTED: "disconnected by an operator",
     p.SERVICE_RESTART: "service restart",
     p.MESSAGE_TOO_BIG: "message too big",
     p.INTERNAL_ERROR: "internal error",
@@ -53,14 +55,18 @@ def _payload(message: dict[str, object]) -> str | bytes | None:
 
 
 class Session:
-    def __init__(self, route: Route, websocket: WebSocket) -> None:
+    def __init__(self, route: Route, websocket: WebSocket, send: Send | None = None) -> None:
         self.route = route
+        self._asgi_send = send
         self.hub = route.hub
         self.cfg = route.cfg
         self.ws = websocket
         self.session = secrets.token_hex(8)
         self.channels: set[str] = set()
         self.grant: Grant | None = None
+        #: Set once authenticated, for the admin API (see :attr:`Route.sessions`).
+        self.link: ClientLink | None = None
+        self.since = 0.0
         self._expiry: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
@@ -90,8 +96,10 @@ class Session:
         if grant is None:
             return
         self.grant = grant
-        link = self.hub.attach()
+        link = self.link = self.hub.attach()
+        self.since = time.time()
         self.route.track(link, None, grant.token_id)
+        self.route.sessions[self.session] = self
         try:
             if await self.route.is_revoked(grant):  # after track(): no revocation slips by
                 link.close(p.TOKEN_REVOKED)
@@ -109,6 +117,7 @@ class Session:
             if code != PEER_GONE:
                 await self._close(code, _REASONS.get(code, ""))
         finally:
+            self.route.sessions.pop(self.session, None)
             self.route.track(link, self.grant.token_id, None)
             link.finished()
 
@@ -153,7 +162,7 @@ class Session:
         if beats is not None:
             beats.add(link)
         try:
-            return await link.run(self.ws.send_text, self.cfg.send_timeout)
+            return await link.run(self._sender(), self.cfg.send_timeout)
         except (WebSocketDisconnect, OSError):
             return PEER_GONE
         finally:
@@ -167,6 +176,22 @@ class Session:
                     await asyncio.gather(reader, return_exceptions=True)
             except TimeoutError:
                 log.warning("session %s: reader did not stop in time", self.session)
+
+    def _sender(self) -> Callable[[str], Awaitable[None]]:
+        """What the writer sends frames with: the ASGI ``send`` itself when known.
+
+        Every frame to every client goes through it; Starlette's ``send_text`` adds state
+        checks that cannot fail once the connection is accepted (a disconnect still raises
+        OSError, which the writer handles).
+        """
+        asgi_send = self._asgi_send
+        if asgi_send is None:
+            return self.ws.send_text
+
+        async def send_text(frame: str) -> None:
+            await asgi_send({"type": "websocket.send", "text": frame})
+
+        return send_text
 
     async def _guarded_read(self, link: ClientLink) -> None:
         """The reader; an unexpected failure closes the connection with 1011."""

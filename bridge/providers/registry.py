@@ -24,7 +24,20 @@ def build_providers(config: Any, context: ProviderContext, **extra: Any) -> list
     same section, which a provider may keep (one tenant with several AntBuddy accounts serves them
     all from one set of routes).
     """
+    return rebuild_providers(config, context, [], **extra)
+
+
+def rebuild_providers(config: Any, context: ProviderContext, current: list[Provider],
+                      **extra: Any) -> list[Provider]:
+    """The providers of ``config``, in configuration order, for a reload.
+
+    A provider of ``current`` whose configuration block is unchanged (equal, secrets included)
+    is kept: the same object, still running, re-linked to its new peers through its package's
+    ``join(provider, peers)`` when the package has one. Every other block gets a new provider
+    (not started). Providers of ``current`` left out of the result are the caller's to stop.
+    """
     providers: list[Provider] = []
+    pool = list(current)
     for section, package in PACKAGES.items():
         accounts = getattr(config, section, [])
         if not accounts:
@@ -37,7 +50,15 @@ def build_providers(config: Any, context: ProviderContext, **extra: Any) -> list
             raise
         peers: list[Provider] = []
         for account in accounts:
-            provider = module.create(account, context, peers=peers, **extra)
+            index = next((i for i, p in enumerate(pool)
+                          if getattr(p, "account", None) == account), None)
+            if index is None:
+                provider = module.create(account, context, peers=peers, **extra)
+            else:
+                provider = pool.pop(index)
+                join = getattr(module, "join", None)
+                if join is not None:
+                    join(provider, peers)
             peers.append(provider)
             providers.append(provider)
     return providers

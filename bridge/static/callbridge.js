@@ -14,7 +14,7 @@
 export const CLOSE_ADVICE = {
   1001: "now", 1012: "now",
   1000: "backoff", 1011: "backoff", 1013: "backoff", 4002: "backoff", 4008: "backoff",
-  4009: "backoff",
+  4009: "backoff", 4010: "backoff",
   4001: "new_token", 4003: "new_token", 4004: "new_token",
   1008: "never", 1009: "never", 4000: "never",
 };

@@ -182,7 +182,8 @@ class Connection:
                 if self.closed_reason:
                     return
         except ConnectionClosed as exc:
-            self.closed_reason = f"closed by server ({describe(exc)})"
+            # A reason set before the close (a reconnect asked for by an operator) stands.
+            self.closed_reason = self.closed_reason or f"closed by server ({describe(exc)})"
             self._fail(ConnectFailed(f"{self.label}: {self.closed_reason}"))
         except asyncio.CancelledError:
             self.closed_reason = self.closed_reason or "closed"

@@ -332,6 +332,7 @@ async def test_start_on_a_closed_port_names_the_address_not_the_password(
             await broker.ping()
     finally:
         await broker.close()
+    assert broker.health()["errors"] == 2  # the start and the ping: counted for /metrics
     for exc in (raised.value, pinged.value):
         text = "".join(traceback.format_exception(exc))
         assert "127.0.0.1:1" in str(exc)
@@ -386,7 +387,7 @@ async def test_probe_repairs_a_subscription_that_went_silent(prefix: str, cleanu
 
 async def test_health_reports_probes_and_subscriptions(broker: RedisBroker) -> None:
     assert set(broker.health()) == {
-        "state", "reconnects", "probe_failures", "last_probe_ok", "subscriptions"
+        "state", "reconnects", "errors", "probe_failures", "last_probe_ok", "subscriptions"
     }
     await broker.subscribe("calls:acme")
     await broker.subscribe("system:acme")

@@ -103,11 +103,12 @@ def test_encoders_produce_the_documented_shapes() -> None:
 def test_close_codes_are_distinct_and_grouped() -> None:
     codes = [p.NORMAL, p.GOING_AWAY, p.POLICY_VIOLATION, p.MESSAGE_TOO_BIG, p.INTERNAL_ERROR,
              p.SERVICE_RESTART, p.TRY_AGAIN_LATER, p.PROTOCOL_ERROR, p.AUTH_FAILED,
-             p.AUTH_TIMEOUT, p.TOKEN_EXPIRED, p.TOKEN_REVOKED, p.SLOW_CONSUMER, p.CLIENT_IDLE]
+             p.AUTH_TIMEOUT, p.TOKEN_EXPIRED, p.TOKEN_REVOKED, p.SLOW_CONSUMER, p.CLIENT_IDLE,
+             p.DISCONNECTED]
     assert len(set(codes)) == len(codes)
     assert all(1000 <= c < 1016 or 4000 <= c < 5000 for c in codes)
     assert set(p.CLOSE_ADVICE) <= set(codes)
-    groups = {"now": {1001, 1012}, "backoff": {4008, 1011, 1013, 4002, 4009, 1000, 1006},
+    groups = {"now": {1001, 1012}, "backoff": {4008, 1011, 1013, 4002, 4009, 4010, 1000, 1006},
               "new_token": {4001, 4003, 4004}, "never": {4000, 1008, 1009}}
     for advice, members in groups.items():
         for code in members:

@@ -64,6 +64,7 @@ async def test_resume_after_100_missed_while_events_keep_coming(bridge: StartBri
             assert got == missed + live
             last, _ = await b.publish(CH)
             assert (await recv(ws))["offset"] == last
+        assert b.hub.resumes == {"ok": 1}  # counted for /metrics
 
 
 async def test_trimmed_history_sends_gap_then_live(bridge: StartBridge) -> None:
@@ -77,6 +78,7 @@ async def test_trimmed_history_sends_gap_then_live(bridge: StartBridge) -> None:
                                       "epoch": epoch}
             nxt, _ = await b.publish(CH)
             assert (await recv(ws))["offset"] == nxt
+        assert b.hub.resumes == {"trimmed": 1}
 
 
 async def test_changed_epoch_sends_gap(bridge: StartBridge) -> None:
@@ -88,6 +90,7 @@ async def test_changed_epoch_sends_gap(bridge: StartBridge) -> None:
                                       "epoch": epoch}
             nxt, _ = await b.publish(CH)
             assert (await recv(ws))["offset"] == nxt
+        assert b.hub.resumes == {"epoch_changed": 1}
 
 
 async def test_too_old_offset_sends_gap(bridge: StartBridge) -> None:
@@ -98,6 +101,7 @@ async def test_too_old_offset_sends_gap(bridge: StartBridge) -> None:
             assert (await subscribe_resume(ws, CH, epoch, old))["type"] == "subscribed"
             gap = await recv(ws)
             assert (gap["type"], gap["reason"]) == ("gap", "too_old")
+        assert b.hub.resumes == {"too_old": 1}
 
 
 async def test_resume_with_nothing_missed_goes_live(bridge: StartBridge) -> None:
@@ -107,6 +111,7 @@ async def test_resume_with_nothing_missed_goes_live(bridge: StartBridge) -> None
             assert (await subscribe_resume(ws, CH, epoch, offset))["type"] == "subscribed"
             nxt, _ = await b.publish(CH)
             assert (await recv(ws))["offset"] == nxt
+        assert b.hub.resumes == {"ok": 1}
 
 
 async def drain(link: ClientLink, count: int) -> list[str]:

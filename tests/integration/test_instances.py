@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import secrets
 import signal
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,6 +35,7 @@ from tests.integration.conftest import (
     eventually,
 )
 from tests.redis_server import private_redis
+from tests.serve_process import spawn_serve
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 STREAM = f"antbuddy/{TENANT}/{ACCOUNT}"
@@ -182,21 +181,10 @@ account_id = "{ACCOUNT}"
     with open(path, "w") as f:
         f.write(config)
     log_path = os.path.join(directory, f"inst-{n}.log")
-    with open(log_path, "w") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "serve", "--config", path,
-            stdout=asyncio.subprocess.PIPE, stderr=log, env={**os.environ, "PYTHONPATH": "."})
+    proc, url = await spawn_serve(path, log_path, what=f"instance {n}")
     instance = Instance(proc, log_path)
-    assert proc.stdout is not None
-    async with asyncio.timeout(20 * SCALE):
-        while True:
-            line = (await proc.stdout.readline()).decode()
-            if not line:
-                pytest.fail(f"instance {n} exited: {instance.log()}")
-            match = re.search(r"serving on (http://\S+)", line)
-            if match:
-                instance.url = match.group(1)
-                return instance
+    instance.url = url
+    return instance
 
 
 class Client:

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 from bridge.providers.antbuddy.provider import AntBuddyRest
 from bridge.providers.base import ProviderContext
 
-__all__ = ["AntBuddyRest", "create"]
+__all__ = ["AntBuddyRest", "create", "join"]
 
 def create(account: Any, context: ProviderContext, *, streams: Iterable[Any] = (),
            peers: list[Any] | None = None, **options: Any) -> AntBuddyRest:
@@ -28,11 +28,19 @@ def create(account: Any, context: ProviderContext, *, streams: Iterable[Any] = (
                             **{k: v for k, v in options.items() if k in known})
     if stream is not None:
         _listen(stream, provider.ledger.note)
-    directory = peers if peers is not None else []
-    provider.endpoints_owner = not any(p.tenant == account.tenant for p in directory)
-    # The registry appends each provider to ``peers`` once built; pickers see the whole list.
-    provider.directory = directory if peers is not None else [provider]
+    if peers is None:
+        provider.directory, provider.endpoints_owner = [provider], True
+    else:
+        join(provider, peers)
     return provider
+
+
+def join(provider: AntBuddyRest, peers: list[Any]) -> None:
+    """Make ``provider`` one of ``peers`` (built or kept before it; a reload re-links kept
+    providers this way): it serves its tenant's routes when it is the tenant's first."""
+    provider.endpoints_owner = not any(p.tenant == provider.tenant for p in peers)
+    # The registry appends each provider to ``peers`` once built; pickers see the whole list.
+    provider.directory = peers
 
 
 def _listen(stream: Any, listener: Any) -> None:

@@ -1,0 +1,231 @@
+"""``python -m bridge serve`` as real processes: SIGTERM hands over without a gap, SIGHUP reloads,
+a shutdown that cannot publish still ends by its deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from bridge.auth import mint
+from bridge.brokers.redis import RedisBroker
+from tests.admin.clients import Client
+from tests.admin.conftest import ADMIN, SHARED_REDIS, antbuddy, config_data, toml
+from tests.integration.conftest import ACCOUNT, JWT_SECRET, SCALE, TENANT, eventually
+from tests.redis_server import private_redis
+from tests.serve_process import spawn_serve
+
+STREAM = f"antbuddy/{TENANT}/{ACCOUNT}"
+CHANNEL = f"calls:{TENANT}"
+SHUTDOWN_TIMEOUT = 5.0
+
+
+class Instance:
+    """One ``python -m bridge serve`` process; its URL is read from its first stdout line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, path: str, log_path: str) -> None:
+        self.proc = proc
+        self.path = path
+        self.log_path = log_path
+        self.url = ""
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def write(self, data: dict[str, Any] | str) -> None:
+        with open(self.path, "w") as f:
+            f.write(data if isinstance(data, str) else toml(data))
+
+    async def admin(self, method: str, path: str) -> Any:
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+            answer = await http.request(method, f"{self.url}{path}",
+                                        headers={"authorization": f"Bearer {ADMIN}"})
+        return answer.json()
+
+    async def lease(self) -> dict[str, Any]:
+        return (await self.admin("GET", "/admin/streams"))["streams"][0]["lease"]
+
+
+@asynccontextmanager
+async def serving(directory: str, configs: list[dict[str, Any]]) -> AsyncIterator[list[Instance]]:
+    running: list[Instance] = []
+    try:
+        for n, data in enumerate(configs):
+            running.append(await _spawn(directory, n, data))
+        yield running
+    finally:
+        for instance in running:
+            if instance.proc.returncode is None:
+                instance.proc.kill()
+                await instance.proc.wait()
+
+
+async def _spawn(directory: str, n: int, data: dict[str, Any]) -> Instance:
+    path = os.path.join(directory, f"inst-{n}.toml")
+    log_path = os.path.join(directory, f"inst-{n}.log")
+    with open(path, "w") as f:
+        f.write(toml(data))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE__")}
+    proc, url = await spawn_serve(path, log_path, env=env, what=f"instance {n}")
+    instance = Instance(proc, path, log_path)
+    instance.url = url
+    return instance
+
+
+def instance_config(sim: Any, prefix: str, n: int, redis_url: str = SHARED_REDIS,
+                    shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> dict[str, Any]:
+    data = config_data([antbuddy(sim, TENANT, ACCOUNT)], prefix=prefix,
+                       lease={"ttl": 1.5, "instance_id": f"inst-{n}"},
+                       server={"shutdown_timeout": shutdown_timeout})
+    data["broker"]["url"] = redis_url
+    return data
+
+
+async def history_ids(prefix: str, channel: str) -> list[str]:
+    broker = RedisBroker(SHARED_REDIS, prefix=prefix)
+    try:
+        entries = await broker.history(channel, None, 100_000)
+    finally:
+        await broker.close()
+    return [orjson.loads(frame)["event"]["id"] for _, frame in entries]
+
+
+async def test_sigterm_hands_the_stream_over_and_a_resuming_client_misses_nothing(
+        start_simulator, prefix, tmp_path):
+    simulator, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=8)
+    configs = [instance_config(sim, prefix, n) for n in range(2)]
+    async with serving(str(tmp_path), configs) as group:
+        async def holder() -> int | None:
+            states = [(await i.lease())["state"] for i in group]
+            return states.index("held") if sorted(states) == ["held", "standby"] else None
+
+        await eventually(lambda: _is_set(holder()), 15, "exactly one holder of the stream")
+        first = await holder()
+        assert first is not None
+        old, survivor = group[first], group[1 - first]
+        token = mint(JWT_SECRET, sub="crm", channels=[CHANNEL], ttl=600)
+        client = await Client.open(old.ws_url, token, [CHANNEL])
+        resumed: Client | None = None
+        try:
+            simulator.start_traffic(20.0)
+            await eventually(lambda: len(client.ids(CHANNEL)) >= 30, 20, "traffic")
+
+            old.proc.send_signal(signal.SIGTERM)
+            assert await client.wait_closed() == 1012
+            async with asyncio.timeout((SHUTDOWN_TIMEOUT + 5) * SCALE):
+                assert await old.proc.wait() == 0, old.log()[-3000:]
+            redis = aioredis.Redis.from_url(SHARED_REDIS)
+            try:
+                value = await redis.get(f"{prefix}lease:{STREAM}")
+            finally:
+                await redis.aclose()
+            assert value is None or value.startswith(b"inst-%d:" % (1 - first)), \
+                "the lease was not released at shutdown"
+            await eventually(lambda: _held(survivor), 10, "the survivor to take the stream")
+
+            position = client.last(CHANNEL)
+            assert position is not None
+            last_seen = client.ids(CHANNEL)[-1]
+
+            async def missed() -> bool:  # published while the client was away: to be replayed
+                history = await history_ids(prefix, CHANNEL)
+                return len(history) - history.index(last_seen) > 5
+
+            await eventually(missed, 10, "events published while the client is away")
+            resumed = await Client.open(survivor.ws_url, token, [CHANNEL],
+                                        resume={CHANNEL: position})
+            seen = len(client.ids(CHANNEL))
+            await eventually(lambda: len(resumed.ids(CHANNEL)) >= 30, 20, "traffic after")
+            await simulator.stop_traffic()
+
+            async def complete() -> bool:
+                # Every published event, in order, once: live, then replayed, then live again.
+                history = await history_ids(prefix, CHANNEL)
+                delivered = client.ids(CHANNEL) + resumed.ids(CHANNEL)
+                start = history.index(delivered[0])
+                return delivered == history[start:]
+
+            await eventually(complete, 10, "the client to have every published event once")
+            delivered = client.ids(CHANNEL) + resumed.ids(CHANNEL)
+            assert len(delivered) == len(set(delivered)) > seen
+            assert "not published" not in old.log()
+        finally:
+            await client.close()
+            if resumed is not None:
+                await resumed.close()
+
+
+async def _is_set(value: Any) -> bool:
+    return (await value) is not None
+
+
+async def _held(instance: Instance) -> bool:
+    return (await instance.lease())["state"] == "held"
+
+
+async def test_sighup_applies_the_file_and_a_bad_file_keeps_the_running_accounts(
+        start_simulator, prefix, tmp_path):
+    _, sim = await start_simulator(accounts=[ACCOUNT, "acct-more"])
+    data = instance_config(sim, prefix, 0)
+    async with serving(str(tmp_path), [data]) as [instance]:
+        async def states() -> dict[str, str]:
+            streams = (await instance.admin("GET", "/admin/streams"))["streams"]
+            return {s["name"]: s["state"] for s in streams}
+
+        await eventually(lambda: _equals(states(), {STREAM: "subscribed"}), 10, "the stream")
+        more = antbuddy(sim, "more", "acct-more")
+        instance.write({**data, "antbuddy": [*data["antbuddy"], more]})
+        instance.proc.send_signal(signal.SIGHUP)
+        wanted = {STREAM: "subscribed", "antbuddy/more/acct-more": "subscribed"}
+        await eventually(lambda: _equals(states(), wanted), 10, "the added stream")
+        await eventually(lambda: "reload applied" in instance.log(), 5, "the reload log line")
+
+        instance.write({**data, "antbuddy": [*data["antbuddy"], {**more, "port": 1}]})
+        instance.proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: "reload refused" in instance.log(), 5, "the refusal")
+        assert "antbuddy[1].port: unknown key" in instance.log()
+        assert await states() == wanted
+        instance.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout((SHUTDOWN_TIMEOUT + 5) * SCALE):
+            assert await instance.proc.wait() == 0
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return (await value) == expected
+
+
+async def test_a_shutdown_that_cannot_publish_ends_by_its_deadline(start_simulator, tmp_path):
+    simulator, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=9)
+    async with private_redis() as redis_server:
+        data = instance_config(sim, "cbtest-deadline:", 0, redis_url=redis_server.url,
+                               shutdown_timeout=2.0)
+        async with serving(str(tmp_path), [data]) as [instance]:
+            await eventually(lambda: _held(instance), 10, "the stream")
+            await redis_server.stop()
+            simulator.start_traffic(20.0)
+
+            async def buffered() -> bool:
+                async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+                    body = (await http.get(f"{instance.url}/readyz")).json()
+                return body["broker"]["buffered"] > 0
+
+            await eventually(buffered, 15, "events buffered while Redis is gone")
+            instance.proc.send_signal(signal.SIGTERM)
+            # The deadline is 2 s; the process exits on its own, before the watchdog's cut.
+            async with asyncio.timeout((2.0 + 10) * SCALE):
+                assert await instance.proc.wait() == 0, instance.log()[-3000:]
+            await simulator.stop_traffic()
+            assert "buffered event(s) not published within 2s" in instance.log()
