@@ -158,6 +158,9 @@ class LeaseConfig(_Section):
     ttl: float = Field(10.0, gt=0)
     #: Name of this instance in leases and logs; empty: hostname and process id.
     instance_id: str = Field("", max_length=100)
+    #: Seconds a stopping instance keeps its streams running after releasing their leases,
+    #: until another instance has them live upstream (at most half of the shutdown timeout).
+    handover_timeout: float = Field(5.0, ge=0)
 
 
 class AntBuddyAccount(_Section):

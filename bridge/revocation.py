@@ -15,18 +15,16 @@ any other instance, so open connections holding the token are closed at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from abc import ABC, abstractmethod
 from typing import Callable
 
-from redis.exceptions import RedisError
 
-from bridge.backoff import backoff
 from bridge.redact import redact
 from bridge.redis_client import command_client, pubsub_client
+from bridge.redis_listener import ChannelListener
 
 log = logging.getLogger(__name__)
 
@@ -102,26 +100,19 @@ class RedisRevocations(Revocations):
         self._prefix = prefix
         self._channel = f"{prefix}control:revoked"
         self._timeout = timeout
-        self._task: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
+        self._listener = ChannelListener(self._sub, self._channel,
+                                         lambda data: self._notify(data.decode()),
+                                         what="revocations", timeout=timeout)
 
     def _key(self, token_id: str) -> str:
         return f"{self._prefix}revoked:{token_id}"
 
     async def start(self) -> None:
-        """Start the reader; return once it listens (or after ``timeout``, still retrying)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._reader(), name="revocations reader")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._timeout):
-                await self._listening.wait()
+        """Start listening; return once it listens (or after ``timeout``, still retrying)."""
+        await self._listener.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._listener.close()
         await self._redis.aclose()
         await self._sub.aclose()
 
@@ -141,25 +132,3 @@ class RedisRevocations(Revocations):
         """Raises :class:`redis.exceptions.RedisError` or TimeoutError when Redis fails."""
         async with asyncio.timeout(self._timeout):
             return bool(await self._redis.exists(self._key(token_id)))
-
-    async def _reader(self) -> None:
-        delays = backoff(initial=0.2, maximum=10.0)
-        while True:
-            pubsub = self._sub.pubsub(ignore_subscribe_messages=True)
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await pubsub.subscribe(self._channel)
-                self._listening.set()
-                delays = backoff(initial=0.2, maximum=10.0)
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message and message.get("type") == "message":
-                        data = message["data"]
-                        self._notify(data.decode() if isinstance(data, bytes) else str(data))
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("revocation listener lost Redis: %s", redact(str(exc) or repr(exc)))
-            finally:
-                with contextlib.suppress(RedisError, OSError, TimeoutError):
-                    async with asyncio.timeout(self._timeout):
-                        await pubsub.aclose()
-            await asyncio.sleep(next(delays))

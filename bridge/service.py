@@ -1,9 +1,10 @@
 """The running bridge: broker, hub, pipeline, token managers and upstream streams, owned together.
 
 ``async with Service(config) as service:`` starts everything and, on exit, stops it in the
-reverse order: upstream streams stop and their leases are released (another instance takes
-them over at once), the pipeline is drained into the broker and the outage buffer flushed,
-clients are closed with 1012, then the broker; all within ``[server] shutdown_timeout`` of
+reverse order: upstream streams are handed over (their leases released, the streams kept
+running until another instance has them live upstream: :func:`bridge.lease.hand_over`), the
+pipeline is drained into the broker and the outage buffer flushed, clients are closed with
+1012, then the broker; all within ``[server] shutdown_timeout`` of
 :meth:`Service.begin_shutdown` (a signal) or of the exit.
 
 :meth:`Service.reload` applies a new configuration's account blocks to the running service:
@@ -33,7 +34,8 @@ from bridge.config import AntBuddyAccount, Config
 from bridge.cursors import CursorStore, MemoryCursors, RedisCursors
 from bridge.events import Event, EventType
 from bridge.hub import Hub
-from bridge.lease import LeasedRunner, LeaseStore, LocalLeases
+from bridge.lease import LeasedRunner, LeaseStore, LocalLeases, hand_over
+from bridge.lease_notices import RELEASED, LeaseNotices, LocalNotices, Notice
 from bridge.normalize import normalize_kazoo
 from bridge.pipeline import Pipeline
 from bridge.providers.base import Provider, ProviderContext
@@ -74,6 +76,10 @@ class Service:
             LocalLeases(config.lease.instance_id, config.lease.ttl) if local
             else LeaseStore(config.broker.url, prefix=config.broker.prefix,
                             ttl=config.lease.ttl, instance_id=config.lease.instance_id))
+        self.notices: LeaseNotices | LocalNotices = (
+            LocalNotices() if local
+            else LeaseNotices(config.broker.url, prefix=config.broker.prefix,
+                              instance_id=self.leases.instance_id))
         self.revocations: Revocations = (
             MemoryRevocations() if local
             else RedisRevocations(config.broker.url, prefix=config.broker.prefix))
@@ -127,6 +133,10 @@ class Service:
         self._spawn(self.pipeline.run(), "pipeline")
         for account in self.config.antbuddy:
             self._start_stream(*self._new_stream(account))
+        # Listening only now: an instance that hears a release notice has its runners.
+        self.notices.on_notice(self._on_lease_notice)
+        self._stack.push_async_callback(self.notices.close)
+        await self.notices.start()
         self._stack.push_async_callback(self.cursors.close)
         context = ProviderContext(submit=self.pipeline.submit, http=http, cursors=self.cursors)
         self.providers = build_providers(self.config, context, streams=self.streams)
@@ -190,7 +200,9 @@ class Service:
 
         stream = UpstreamStream(settings, self._token_manager(account), self._http,
                                 on_call=on_call, on_notice=on_notice)
-        return stream, LeasedRunner(self.leases, settings.name, stream.run)
+        return stream, LeasedRunner(self.leases, settings.name, stream.run,
+                                    until_live=stream.wait_subscribed,
+                                    notices=self.notices)
 
     def _start_stream(self, stream: UpstreamStream, runner: LeasedRunner) -> None:
         self.streams.append(stream)
@@ -221,12 +233,18 @@ class Service:
         before = {block_name("antbuddy", a): a for a in self.config.antbuddy}
         after = {block_name("antbuddy", a): a for a in config.antbuddy}
         running = {s.name: (s, r) for s, r in zip(self.streams, self.runners)}
+        released = []
         for name, (stream, runner) in running.items():
             if before.get(name) != after.get(name):
                 # Removed or changed: stop it and give its lease up before anything restarts.
                 await self._stop_task(f"lease {name}")
-                await runner.release()
+                if await runner.release() and name not in after:
+                    released.append(name)
                 log.info("reload: stream %s stopped", name)
+        if released:
+            # Instances that still run a removed block take it over at once (a changed one
+            # restarts here).
+            await self.notices.publish(RELEASED, released)
         self.config = config
         self.streams.clear()
         self.runners.clear()
@@ -253,9 +271,9 @@ class Service:
     def begin_shutdown(self) -> None:
         """Begin the shutdown now, without waiting (signal handlers).
 
-        The streams stop and their leases are released, then queued and buffered events are
-        published; :meth:`stop` finishes. All of it within ``[server] shutdown_timeout`` of
-        this call.
+        The streams are handed over (leases released, streams stopped once taken over, or
+        after ``[lease] handover_timeout``), then queued and buffered events are published;
+        :meth:`stop` finishes. All of it within ``[server] shutdown_timeout`` of this call.
         """
         if self._releasing is None:
             if self._deadline is None:
@@ -268,8 +286,12 @@ class Service:
 
     async def _wind_down(self) -> None:
         async with self._reload_lock:  # a reload in progress finishes first
+            for runner in self.runners:
+                runner.detach()  # the streams run on, publishing, until taken over
             await _cancel([t for t in self._tasks if t.get_name().startswith("lease ")])
-            await asyncio.gather(*(runner.release() for runner in self.runners))
+            # At most half the time left: publishing and closing keep the rest.
+            wait = min(self.config.lease.handover_timeout, self._remaining() / 2)
+            await hand_over(self.runners, self.notices, timeout=wait)
         # Publishing starts while the server still closes its connections.
         if await self.pipeline.drain(self._remaining()):
             await self.broker.flush(self._remaining())
@@ -297,6 +319,15 @@ class Service:
         await _cancel([*self._tasks, self._releasing])
         self._tasks.clear()
         await self._stack.aclose()
+
+    def _on_lease_notice(self, notice: Notice) -> None:
+        streams = set(notice.streams)
+        for runner in self.runners:
+            if runner.stream in streams:
+                if notice.kind == RELEASED:
+                    runner.nudge()
+                else:
+                    runner.successor_live()
 
     # -- health --------------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ class UpstreamStream:
         self._connections: set[Connection] = set()
         self._dialect: str | None = None if settings.dialect == "auto" else settings.dialect
         self._reconnect = asyncio.Event()
+        self._subscribed = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -140,10 +141,18 @@ class UpstreamStream:
         """Drop the current connection and reconnect now (admin action)."""
         self._reconnect.set()
 
+    async def wait_subscribed(self) -> None:
+        """Return once the stream is subscribed upstream (at once if it is now)."""
+        await self._subscribed.wait()
+
     def _set(self, state: State, error: str | None = None) -> None:
         if state is not self.status.state:
             self.status.state = state
             self.status.since = time.time()
+            if state is State.SUBSCRIBED:
+                self._subscribed.set()
+            else:
+                self._subscribed.clear()
         if error is not None:
             self.status.last_error = error
 

@@ -1,18 +1,19 @@
-"""``python -m bridge serve`` as real processes: SIGTERM hands over without a gap, SIGHUP reloads,
-a shutdown that cannot publish still ends by its deadline."""
+"""``python -m bridge serve`` as real processes: SIGTERM hands the streams over without losing an
+upstream signal, a lone (or memory://) instance stops without waiting for a hand-over, SIGHUP
+reloads, a shutdown that cannot publish still ends by its deadline."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 import redis.asyncio as aioredis
 
 from bridge.auth import mint
@@ -85,12 +86,15 @@ async def _spawn(directory: str, n: int, data: dict[str, Any]) -> Instance:
     return instance
 
 
-def instance_config(sim: Any, prefix: str, n: int, redis_url: str = SHARED_REDIS,
-                    shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> dict[str, Any]:
+def instance_config(sim: Any, prefix: str | None, n: int, redis_url: str = SHARED_REDIS,
+                    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+                    **lease: Any) -> dict[str, Any]:
+    """``prefix`` None: memory://."""
     data = config_data([antbuddy(sim, TENANT, ACCOUNT)], prefix=prefix,
-                       lease={"ttl": 1.5, "instance_id": f"inst-{n}"},
+                       lease={"ttl": 1.5, "instance_id": f"inst-{n}", **lease},
                        server={"shutdown_timeout": shutdown_timeout})
-    data["broker"]["url"] = redis_url
+    if prefix is not None:
+        data["broker"]["url"] = redis_url
     return data
 
 
@@ -103,10 +107,30 @@ async def history_ids(prefix: str, channel: str) -> list[str]:
     return [orjson.loads(frame)["event"]["id"] for _, frame in entries]
 
 
-async def test_sigterm_hands_the_stream_over_and_a_resuming_client_misses_nothing(
+async def history_keys(prefix: str, channel: str) -> list[tuple[str, str]]:
+    """(call id, Msg-ID) of every event in ``channel``'s history, in order."""
+    broker = RedisBroker(SHARED_REDIS, prefix=prefix)
+    try:
+        entries = await broker.history(channel, None, 100_000)
+    finally:
+        await broker.close()
+    events = [orjson.loads(frame)["event"] for _, frame in entries]
+    return [(e["call_id"], e["upstream"]["msg_id"]) for e in events]
+
+
+def journal_keys(simulator: Any) -> set[tuple[str, str]]:
+    """(call id, Msg-ID) of every signal the simulator sent for the stream's account."""
+    return {(call_id, msg_id) for account, _, call_id, msg_id in simulator.journal
+            if account == ACCOUNT}
+
+
+async def test_sigterm_hands_the_stream_over_losing_no_signal_and_a_resuming_client_misses_nothing(
         start_simulator, prefix, tmp_path):
-    simulator, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=8)
-    configs = [instance_config(sim, prefix, n) for n in range(2)]
+    simulator, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=8,
+                                           journal_size=100_000)
+    # A lease ttl far beyond the test's waits (standby attempts every 10 s): the survivor takes
+    # the stream over on the release notice; the old holder runs it until the survivor is live.
+    configs = [instance_config(sim, prefix, n, ttl=30.0) for n in range(2)]
     async with serving(str(tmp_path), configs) as group:
         async def holder() -> int | None:
             states = [(await i.lease())["state"] for i in group]
@@ -116,6 +140,10 @@ async def test_sigterm_hands_the_stream_over_and_a_resuming_client_misses_nothin
         first = await holder()
         assert first is not None
         old, survivor = group[first], group[1 - first]
+        # Signals sent before the first subscription reach nobody: traffic starts after it.
+        await eventually(lambda: _subscribed(old), 10, "the holder to subscribe upstream")
+        await eventually(lambda: _knows_holder(survivor, f"inst-{first}"), 10,
+                         "the standby instance to see the holder")
         token = mint(JWT_SECRET, sub="crm", channels=[CHANNEL], ttl=600)
         client = await Client.open(old.ws_url, token, [CHANNEL])
         resumed: Client | None = None
@@ -127,14 +155,16 @@ async def test_sigterm_hands_the_stream_over_and_a_resuming_client_misses_nothin
             assert await client.wait_closed() == 1012
             async with asyncio.timeout((SHUTDOWN_TIMEOUT + 5) * SCALE):
                 assert await old.proc.wait() == 0, old.log()[-3000:]
+            assert f"lease {STREAM} handed over to inst-{1 - first}" in old.log(), \
+                old.log()[-3000:]
             redis = aioredis.Redis.from_url(SHARED_REDIS)
             try:
                 value = await redis.get(f"{prefix}lease:{STREAM}")
             finally:
                 await redis.aclose()
-            assert value is None or value.startswith(b"inst-%d:" % (1 - first)), \
-                "the lease was not released at shutdown"
-            await eventually(lambda: _held(survivor), 10, "the survivor to take the stream")
+            assert value is not None and value.startswith(b"inst-%d:" % (1 - first)), \
+                "the survivor holds the lease the old holder released"
+            assert await _held(survivor) and await _subscribed(survivor)
 
             position = client.last(CHANNEL)
             assert position is not None
@@ -162,6 +192,15 @@ async def test_sigterm_hands_the_stream_over_and_a_resuming_client_misses_nothin
             delivered = client.ids(CHANNEL) + resumed.ids(CHANNEL)
             assert len(delivered) == len(set(delivered)) > seen
             assert "not published" not in old.log()
+
+            # No gap upstream: every signal sent, before, during and after the hand-over, is in
+            # the channel's history, once.
+            expected = journal_keys(simulator)
+            await eventually(lambda: _covers(history_keys(prefix, CHANNEL), expected), 10,
+                             "every signal sent to be in the history")
+            history = await history_keys(prefix, CHANNEL)
+            assert set(history) == expected
+            assert [k for k, n in Counter(history).items() if n > 1] == []
         finally:
             await client.close()
             if resumed is not None:
@@ -174,6 +213,49 @@ async def _is_set(value: Any) -> bool:
 
 async def _held(instance: Instance) -> bool:
     return (await instance.lease())["state"] == "held"
+
+
+async def _subscribed(instance: Instance) -> bool:
+    stream = (await instance.admin("GET", "/admin/streams"))["streams"][0]
+    return stream["lease"]["state"] == "held" and stream["state"] == "subscribed"
+
+
+async def _knows_holder(instance: Instance, name: str) -> bool:
+    return (await instance.lease())["held_by"] == name
+
+
+async def _covers(keys: Any, expected: set[tuple[str, str]]) -> bool:
+    return set(await keys) >= expected
+
+
+async def test_a_lone_instance_stops_without_waiting_for_a_hand_over(
+        start_simulator, prefix, tmp_path):
+    _, sim = await start_simulator()
+    # A hand-over wait far beyond the test's waits: an instance that waited would fail it.
+    data = instance_config(sim, prefix, 0, shutdown_timeout=120.0, handover_timeout=60.0)
+    async with serving(str(tmp_path), [data]) as [instance]:
+        await eventually(lambda: _subscribed(instance), 10, "the stream")
+        instance.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15 * SCALE):
+            assert await instance.proc.wait() == 0, instance.log()[-3000:]
+        assert "hand-over: no other instance listens; 1 stream(s) stop now" in instance.log()
+        redis = aioredis.Redis.from_url(SHARED_REDIS)
+        try:
+            assert await redis.get(f"{prefix}lease:{STREAM}") is None, "the lease was released"
+        finally:
+            await redis.aclose()
+
+
+async def test_a_memory_instance_stops_without_waiting_for_a_hand_over(start_simulator, tmp_path):
+    _, sim = await start_simulator()
+    data = instance_config(sim, None, 0, shutdown_timeout=120.0, handover_timeout=60.0)
+    async with serving(str(tmp_path), [data]) as [instance]:
+        await eventually(lambda: _subscribed(instance), 10, "the stream")
+        instance.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15 * SCALE):
+            assert await instance.proc.wait() == 0, instance.log()[-3000:]
+        assert "hand-over: no other instance listens" in instance.log()
+        assert "waiting up to" not in instance.log()
 
 
 async def test_sighup_applies_the_file_and_a_bad_file_keeps_the_running_accounts(

@@ -249,9 +249,9 @@ async def test_billing_problem_when_credit_is_spent() -> None:
 
 @contextlib.contextmanager
 def socket_closed() -> Any:
-    """A loopback URL on which nothing listens."""
+    """A loopback URL on which nothing listens: the port stays bound (never listening) for the
+    block, so no other server of the test run can be given it meanwhile."""
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
