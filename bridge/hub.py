@@ -46,10 +46,13 @@ class ClientLink:
     """
 
     __slots__ = ("max_bytes", "queued_bytes", "close_code", "_frames", "_writer", "_room",
-                 "_finished", "_done")
+                 "_finished", "_done", "_on_slow")
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, on_slow: Callable[[], None] | None = None) -> None:
         self.max_bytes = max_bytes
+        #: Called once if the link is closed as a slow consumer, whoever found it slow (the
+        #: fan-out, a blocked send, a stalled replay).
+        self._on_slow = on_slow
         self.queued_bytes = 0
         #: Set once, by the first :meth:`close`; the writer stops and the owner closes with it.
         self.close_code: int | None = None
@@ -83,6 +86,8 @@ class ClientLink:
         """Ask the writer to stop; the first code wins. Pending frames are dropped."""
         if self.close_code is None:
             self.close_code = code
+            if code == SLOW_CONSUMER and self._on_slow is not None:
+                self._on_slow()
             self._frames = None
             self.queued_bytes = 0
             _wake(self._writer)
@@ -187,9 +192,12 @@ class Hub:
         self.resumes: dict[str, int] = {}
         broker.set_handler(self.on_message)
 
+    def _count_slow(self) -> None:
+        self._slow_consumers += 1
+
     def attach(self) -> ClientLink:
         """A new link, known to :meth:`close_all` until :meth:`remove`."""
-        link = ClientLink(self.client_queue_bytes)
+        link = ClientLink(self.client_queue_bytes, self._count_slow)
         self._links.add(link)
         self._by_link[link] = set()
         return link
@@ -211,13 +219,11 @@ class Hub:
             if link.put(text, size):
                 self._frames_out += 1
             else:
-                self._slow_consumers += 1
                 log.info("client closed as slow consumer on %s", channel)
 
     def _hold(self, link: ClientLink, hold: _Held, offset: str, text: str, size: int) -> None:
         if hold.size + size > link.max_bytes:
             link.close(SLOW_CONSUMER)
-            self._slow_consumers += 1
             log.info("client closed as slow consumer: live backlog outgrew a resume")
             return
         hold.frames.append((offset, text, size))
@@ -238,7 +244,6 @@ class Hub:
                 if client.put(text, size):
                     self._frames_out += 1
                 else:
-                    self._slow_consumers += 1
                     return
 
     async def subscribe(self, client: ClientLink, channel: str) -> None:
@@ -334,8 +339,8 @@ class Hub:
 
     def stats(self) -> dict[str, int]:
         """``clients`` attached, ``channels`` with clients, ``subscriptions`` (client, channel)
-        pairs, ``frames_out`` frames queued to clients, ``slow_consumers`` clients closed for
-        overflowing their buffer."""
+        pairs, ``frames_out`` frames queued to clients, ``slow_consumers`` clients closed with
+        4008 (buffer overflow, a send blocked past its timeout, a stalled replay)."""
         return {
             "clients": len(self._links),
             "channels": len(self._channels),

@@ -1,0 +1,34 @@
+"""A client link's slow-consumer closes are counted once, whichever path found the client slow."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.brokers.memory import MemoryBroker
+from bridge.downstream import protocol as p
+from bridge.hub import Hub
+
+
+async def test_a_send_blocked_past_its_timeout_counts_as_a_slow_consumer() -> None:
+    hub = Hub(MemoryBroker(), client_queue_bytes=4096)
+    link = hub.attach()
+    assert link.put('{"type":"heartbeat"}')
+
+    async def stuck(frame: str) -> None:
+        await asyncio.sleep(3600)  # the peer stopped reading: the socket never drains
+
+    assert await link.run(stuck, send_timeout=0.05) == p.SLOW_CONSUMER
+    assert hub.stats()["slow_consumers"] == 1
+    link.close(p.SLOW_CONSUMER)  # the first close decides; nothing is counted twice
+    assert hub.stats()["slow_consumers"] == 1
+
+
+async def test_an_overflow_counts_once_and_other_closes_not_at_all() -> None:
+    hub = Hub(MemoryBroker(), client_queue_bytes=1024)
+    slow, gone = hub.attach(), hub.attach()
+    assert slow.put("x" * 1000)
+    assert not slow.put("x" * 100)  # over the byte limit: closed with 4008
+    assert slow.put("x" * 100)  # once closed, frames are dropped without a second close
+    gone.close(p.SERVICE_RESTART)
+    assert (slow.close_code, gone.close_code) == (p.SLOW_CONSUMER, p.SERVICE_RESTART)
+    assert hub.stats()["slow_consumers"] == 1
