@@ -22,7 +22,8 @@ import logging
 
 from bridge.brokers.base import BrokerError, ReplayStatus
 from bridge.downstream import protocol as p
-from bridge.hub import ClientLink, Hub
+from bridge.hub import Hub
+from bridge.link import ClientLink
 from bridge.redact import redact
 
 log = logging.getLogger(__name__)

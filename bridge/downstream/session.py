@@ -23,7 +23,7 @@ from bridge.brokers.base import BrokerError
 from bridge.channels import granted
 from bridge.downstream import protocol as p
 from bridge.downstream.resume import resume
-from bridge.hub import PEER_GONE, ClientLink
+from bridge.link import PEER_GONE, ClientLink
 from bridge.redact import redact
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bridge.downstream.heartbeat import Heartbeats
-from bridge.hub import ClientLink
+from bridge.link import ClientLink
 
 from .conftest import SCALE
 from .harness import client, token

@@ -10,7 +10,8 @@ import orjson
 
 from bridge.brokers.memory import MemoryBroker
 from bridge.downstream import protocol as p
-from bridge.hub import ClientLink, Hub
+from bridge.hub import Hub
+from bridge.link import ClientLink
 
 from .conftest import SCALE
 from .harness import WAIT, StartBridge, client, recv, subscribe, token
