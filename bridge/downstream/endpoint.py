@@ -75,10 +75,25 @@ class Route:
         self.sessions: dict[str, Session] = {}
         if revocations is not None:
             revocations.on_revoke(self.revoked)
+            revocations.on_resync(self.resync)
 
     def revoked(self, token_id: str) -> None:
         for link in list(self.by_token.get(token_id, ())):
             link.close(p.TOKEN_REVOKED)
+
+    async def resync(self) -> None:
+        """Close the open connections whose token was revoked while notifications may have
+        been missed (the revocations store calls this after its listener resubscribes)."""
+        if self.revocations is None or not self.by_token:
+            return
+        try:
+            revoked = await self.revocations.revoked_among(list(self.by_token))
+        except Exception as exc:
+            # Fail open, as at auth: the next resubscribe checks again.
+            log.warning("revocation resync failed: %s", redact(str(exc) or repr(exc)))
+            return
+        for token_id in revoked:
+            self.revoked(token_id)
 
     def track(self, link: ClientLink, old: str | None, new: str | None) -> None:
         if old is not None and (links := self.by_token.get(old)) is not None:
