@@ -69,7 +69,10 @@ async def readyz(target: Target) -> tuple[int, dict[str, Any]]:
 async def wait_ready(target: Target, timeout: float) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
         while True:
-            status, body = await readyz(target)
+            try:
+                status, body = await readyz(target)
+            except httpx.TimeoutException:
+                continue  # a server busy starting hundreds of streams answers late: ask again
             if status == 200:
                 return body
             await asyncio.sleep(0.2)
