@@ -138,7 +138,9 @@ class Service:
         self._stack.push_async_callback(self.notices.close)
         await self.notices.start()
         self._stack.push_async_callback(self.cursors.close)
-        context = ProviderContext(submit=self.pipeline.submit, http=http, cursors=self.cursors)
+        context = ProviderContext(submit=self.pipeline.submit, http=http, cursors=self.cursors,
+                                  broker_url=self.config.broker.url,
+                                  prefix=self.config.broker.prefix)
         self.providers = build_providers(self.config, context, streams=self.streams)
         for provider in self.providers:
             self._spawn(provider.run(), f"provider {provider.name}")

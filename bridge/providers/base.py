@@ -29,6 +29,10 @@ class ProviderContext:
     http: httpx.AsyncClient
     #: Durable cursors (Redis on redis:// brokers, memory on memory://).
     cursors: CursorStore
+    #: The ``[broker]`` URL and key prefix, for providers that share state between instances
+    #: on Redis (Kompaas's pending verifications); ``memory://`` keeps such state in-process.
+    broker_url: str = "memory://"
+    prefix: str = "callbridge:"
 
 
 class Provider(ABC):

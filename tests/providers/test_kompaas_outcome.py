@@ -9,6 +9,7 @@ from bridge.providers.kompaas.pending import (
     FINISHED,
     PENDING,
     UNKNOWN,
+    Held,
     Pending,
     PendingTable,
     TableFull,
@@ -140,3 +141,17 @@ def test_pending_table() -> None:
     assert table.complete("b", "busy") == (FINISHED, None, "busy")  # repeated
     assert table.complete("zzz", "busy") == (UNKNOWN, None, None)
     assert len(table) == 0 and table.next_deadline() is None
+
+
+def test_pending_table_holds_an_outcome_that_overtakes_the_start() -> None:
+    table = PendingTable(capacity=1, held_capacity=2)
+    busy = Held(17, "CANCEL", "busy")
+    assert table.complete("early", "busy", hold=busy) == (UNKNOWN, None, None)
+    assert table.add(_entry("early", 10)) == busy  # finished at once, no room taken
+    assert len(table) == 0 and table.complete("early", "busy") == (FINISHED, None, "busy")
+    assert table.add(_entry("x", 10)) is None and len(table) == 1
+    for uuid in ("h1", "h2", "h3"):  # the oldest held outcome is dropped past the bound
+        table.complete(uuid, "busy", hold=busy)
+    with pytest.raises(TableFull):
+        table.add(_entry("h1", 20))  # no longer held: tracked normally, and the table is full
+    assert table.add(_entry("h3", 20)) == busy

@@ -1,4 +1,9 @@
-"""Kompaas verification calls: the start API call, the outcome webhook and the timeout timer."""
+"""Kompaas verification calls: the start API call, the outcome webhook and the timeout timer.
+
+Pending verifications live in a :class:`~.store.PendingStore`: this process on ``memory://``,
+Redis otherwise, so that any instance can take a verification's webhook or its timeout, and a
+restarted one still knows what is pending.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -19,13 +23,8 @@ from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.kompaas import outcome as oc
 from bridge.providers.kompaas import schema
 from bridge.providers.kompaas.client import confirmation_call
-from bridge.providers.kompaas.pending import (
-    FINISHED,
-    PENDING,
-    Pending,
-    PendingTable,
-    TableFull,
-)
+from bridge.providers.kompaas.pending import FINISHED, PENDING, Held, Pending, TableFull
+from bridge.providers.kompaas.store import PendingStore, StoreUnavailable, open_store
 from bridge.providers.settings import KompaasAccount
 from bridge.redact import register
 
@@ -33,8 +32,8 @@ log = logging.getLogger("bridge.providers.kompaas")
 
 #: Largest webhook body accepted, in bytes (an outcome is a few hundred bytes).
 MAX_BODY_BYTES = 65_536
-#: Outcomes of unknown verification ids kept in case their start's answer is still in flight.
-MAX_ORPHANS = 1024
+#: Seconds between attempts while the store (Redis) fails.
+STORE_RETRY = 2.0
 SECRET_HEADER = "x-callbridge-secret"
 START_PATH = "/api/v1/kompaas/{tenant}/verifications"
 WEBHOOK_PATH = "/webhooks/kompaas/{tenant}"
@@ -51,12 +50,14 @@ class KompaasProvider(Provider):
         self._secret = account.webhook_secret.get_secret_value().encode()
         register(self._token)
         register(account.webhook_secret.get_secret_value())
-        self._pending = PendingTable(capacity=max_pending)
+        self.store: PendingStore = open_store(context.broker_url, context.prefix, self.tenant,
+                                              capacity=max_pending)
         self._wake = asyncio.Event()
-        #: Outcomes of unknown ids, newest last: an outcome may overtake the start's answer.
-        self._orphans: OrderedDict[str, tuple[int, str | None, str]] = OrderedDict()
+        #: The store's last failure (redacted), None while it answers.
+        self._store_error: str | None = None
         self.counts = {"started": 0, "start_errors": 0, "emitted": 0, "timed_out": 0,
-                       "late": 0, "duplicate": 0, "unknown": 0, "rejected_webhooks": 0}
+                       "late": 0, "duplicate": 0, "unknown": 0, "rejected_webhooks": 0,
+                       "store_errors": 0}
 
     # -- Provider ------------------------------------------------------------------------------
 
@@ -77,27 +78,57 @@ class KompaasProvider(Provider):
         ]
 
     async def run(self) -> None:
-        """The one timer of this account: ends verifications whose deadline has passed."""
-        loop = asyncio.get_running_loop()
-        while True:
-            self._expire(loop.time())
-            deadline = self._pending.next_deadline()
-            self._wake.clear()
-            delay = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                # Woken early when a verification is added; a safety net bounds idle waits too.
-                async with asyncio.timeout(min(delay, 60.0) if delay is not None else 60.0):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+        """The timer of this account: ends verifications whose deadline has passed.
+
+        On Redis every instance runs it; each expired verification is claimed by one. The store
+        is closed when it ends.
+        """
+        try:
+            while True:
+                self._wake.clear()  # before reading: a verification added meanwhile wakes us
+                try:
+                    await self._expire()
+                    deadline = await self.store.next_deadline()
+                except StoreUnavailable as exc:
+                    self._store_failed(exc, "timeout sweep")
+                    wait = STORE_RETRY
+                else:
+                    self._store_ok()
+                    wait = self.store.poll_interval
+                    if deadline is not None:
+                        wait = min(wait, max(0.0, deadline - self.store.now()))
+                try:
+                    # Woken early when a verification is added here; the poll interval bounds
+                    # waits too (other instances add to a shared store without waking us).
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            await self.store.close()
 
     def snapshot(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": True, "pending": len(self._pending), **self.counts}
+        return {"name": self.name, "ok": self._store_error is None,
+                "last_error": self._store_error, "store": self.store.kind,
+                "pending": self.store.size, **self.counts}
+
+    # -- store health --------------------------------------------------------------------------
+
+    def _store_failed(self, exc: StoreUnavailable, doing: str) -> None:
+        self.counts["store_errors"] += 1
+        if self._store_error is None:
+            log.error("%s: verification store unreachable (%s): %s", self.name, doing, exc)
+        self._store_error = str(exc)
+
+    def _store_ok(self) -> None:
+        if self._store_error is not None:
+            log.info("%s: verification store reachable again", self.name)
+            self._store_error = None
 
     # -- timer ---------------------------------------------------------------------------------
 
-    def _expire(self, now: float) -> None:
-        for entry in self._pending.expire(now, oc.TIMED_OUT):
+    async def _expire(self) -> None:
+        for entry in await self.store.expire():
             self.counts["timed_out"] += 1
             log.info("%s: verification %s timed out after %gs", self.name, entry.uuid,
                      self.account.verification_timeout)
@@ -119,7 +150,16 @@ class KompaasProvider(Provider):
             phone = oc.validate_phone(body["phone_number"])
         except ValueError as exc:
             raise ApiError(400, "invalid_phone_number", str(exc)) from None
-        if not self._pending.has_room():
+        try:
+            room = await self.store.has_room()
+        except StoreUnavailable as exc:
+            # Nothing placed yet: a paid call whose outcome could not be tracked is not made.
+            self._store_failed(exc, "start")
+            raise ApiError(503, "store_unavailable",
+                           "callbridge cannot reach its verification store (Redis); no call was "
+                           "placed, retry later") from None
+        self._store_ok()
+        if not room:
             # Do not place a paid call whose outcome could not be tracked.
             raise ApiError(503, "too_many_pending",
                            "too many verifications are waiting for an outcome; retry later")
@@ -130,16 +170,24 @@ class KompaasProvider(Provider):
             self.counts["start_errors"] += 1
             raise
         uuid = answer["verification_call_uuid"]
-        loop = asyncio.get_running_loop()
         entry = Pending(uuid=uuid, phone=phone, started_at=time.time(),
-                        deadline=loop.time() + self.account.verification_timeout, answer=answer)
+                        deadline=self.store.now() + self.account.verification_timeout,
+                        answer=answer)
+        held: Held | None = None
         try:
-            self._pending.add(entry)
+            held = await self.store.add(entry)
         except TableFull:  # filled up while the request was in flight: tracked by nobody
             log.error("%s: verification %s placed but not tracked (table full)", self.name, uuid)
-        orphan = self._orphans.pop(uuid, None)
-        if orphan is not None:
-            self._complete(uuid, *orphan)
+        except StoreUnavailable as exc:
+            self._store_failed(exc, "start")
+            log.error("%s: verification %s placed but not recorded: no event will follow",
+                      self.name, uuid)
+            raise ApiError(503, "store_unavailable",
+                           f"Kompaas is placing verification call {uuid}, but callbridge could "
+                           "not record it (its verification store, Redis, is unreachable): no "
+                           "event will follow for it") from None
+        if held is not None:  # its outcome overtook this answer
+            self._emit(entry, held)
         self._wake.set()
         self.counts["started"] += 1
         log.info("%s: verification %s started", self.name, uuid)
@@ -176,36 +224,42 @@ class KompaasProvider(Provider):
             except ValueError as exc:
                 raise ApiError(422, "invalid_field", f"{path!r} {exc}") from None
         uuid, q931, final = fields["uuid"], fields["q931"], fields["final"]
-        result = oc.classify(q931, final)
-        kind = self._complete(uuid, q931, final, result)
-        return JSONResponse({"result": kind, "outcome": result})
-
-    def _complete(self, uuid: str, q931: int, final: str | None, result: str) -> str:
-        """Resolve ``uuid``; emit its event when it was pending. Returns the webhook result."""
-        state, entry, earlier = self._pending.complete(uuid, result)
+        held = Held(q931=q931, final=final, outcome=oc.classify(q931, final))
+        try:
+            state, entry, earlier = await self.store.complete(uuid, held)
+        except StoreUnavailable as exc:
+            # A 5xx: the delivery failed, so Kompaas may deliver it again.
+            self._store_failed(exc, "webhook")
+            raise ApiError(503, "store_unavailable",
+                           "callbridge cannot reach its verification store (Redis); deliver "
+                           "the webhook again later") from None
+        self._store_ok()
         if state == PENDING:
             assert entry is not None
-            self.counts["emitted"] += 1
-            log.info("%s: verification %s: %s (q931 %d, %s)", self.name, uuid, result, q931,
-                     final)
-            self._context.submit(oc.verification_event(
-                tenant=self.tenant, uuid=uuid, outcome=result, occurred_at=time.time(),
-                phone=entry.phone, started_at=entry.started_at, answer=entry.answer,
-                q931=q931, final=final))
-            return "emitted"
+            self._emit(entry, held)
+            return JSONResponse({"result": "emitted", "outcome": held.outcome})
         if state == FINISHED:
             kind = "late" if earlier == oc.TIMED_OUT else "duplicate"
             self.counts[kind] += 1
             log.info("%s: %s webhook for verification %s (%s; already %s): not emitted",
-                     self.name, kind, uuid, result, earlier)
-            return kind
-        self.counts["unknown"] += 1
-        self._orphans[uuid] = (q931, final, result)
-        while len(self._orphans) > MAX_ORPHANS:
-            self._orphans.popitem(last=False)
-        log.warning("%s: webhook for verification %s, which callbridge is not tracking "
-                    "(started elsewhere or before a restart): not emitted", self.name, uuid)
-        return "unknown"
+                     self.name, kind, uuid, held.outcome, earlier)
+        else:
+            kind = "unknown"
+            self.counts[kind] += 1
+            log.warning("%s: webhook for verification %s, which callbridge is not tracking "
+                        "(started elsewhere, or its start's answer is still on its way): not "
+                        "emitted", self.name, uuid)
+        return JSONResponse({"result": kind, "outcome": held.outcome})
+
+    def _emit(self, entry: Pending, held: Held) -> None:
+        """Publish the outcome of ``entry``, which this instance alone has just resolved."""
+        self.counts["emitted"] += 1
+        log.info("%s: verification %s: %s (q931 %d, %s)", self.name, entry.uuid, held.outcome,
+                 held.q931, held.final)
+        self._context.submit(oc.verification_event(
+            tenant=self.tenant, uuid=entry.uuid, outcome=held.outcome, occurred_at=time.time(),
+            phone=entry.phone, started_at=entry.started_at, answer=entry.answer,
+            q931=held.q931, final=held.final))
 
 
 async def _read_json(request: Request, limit: int) -> Any:

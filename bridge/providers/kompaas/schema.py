@@ -40,7 +40,8 @@ START: dict[str, Any] = {
         "404": {**_ERROR, "description": "no Kompaas account for this tenant"},
         "502": {**_ERROR, "description": "Kompaas rejected callbridge's token, failed or "
                                          "answered nonsense"},
-        "503": {**_ERROR, "description": "too many verifications pending, or rate limited"},
+        "503": {**_ERROR, "description": "too many verifications pending, rate limited, or "
+                                         "the verification store (Redis) unreachable"},
         "504": {**_ERROR, "description": "Kompaas did not answer in time"},
     },
 }
@@ -73,5 +74,7 @@ WEBHOOK: dict[str, Any] = {
         "404": {**_ERROR, "description": "no Kompaas account for this tenant"},
         "413": {**_ERROR, "description": "body too large"},
         "422": {**_ERROR, "description": "a field is missing or malformed at its configured path"},
+        "503": {**_ERROR, "description": "the verification store (Redis) is unreachable: "
+                                         "deliver the webhook again later"},
     },
 }
