@@ -24,31 +24,76 @@ _KEYED = re.compile(
 )
 
 _lock = threading.Lock()
-_secrets: dict[str, None] = {}  # ordered set; longest first when compiled
-_pattern: re.Pattern[str] | None = None
 _LIMIT = 10_000  # run-time tokens rotate; keep the newest only
+_secrets: dict[str, None] = {}  # ordered set, oldest first (for eviction)
+#: Registered secrets by their first four characters, longest first. A new secret replaces its
+#: list (never mutates one), so :func:`redact` reads without the lock.
+_by_prefix: dict[str, list[str]] = {}
 
 
 def register(secret: str | None) -> None:
-    """Mask ``secret`` from now on wherever :func:`redact` runs."""
-    global _pattern
+    """Mask ``secret`` from now on wherever :func:`redact` runs.
+
+    Constant time whatever the number of secrets: an instance with hundreds of upstream apps
+    registers thousands of values (secrets, app hashes, every token it fetches).
+    """
     if not secret or len(secret) < _MIN_SECRET:
         return
     with _lock:
         if secret in _secrets:
             return
         _secrets[secret] = None
+        _index(secret, add=True)
         while len(_secrets) > _LIMIT:
-            del _secrets[next(iter(_secrets))]
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+            oldest = next(iter(_secrets))
+            del _secrets[oldest]
+            _index(oldest, add=False)
+
+
+def _index(secret: str, *, add: bool) -> None:
+    key = secret[:_MIN_SECRET]
+    others = [s for s in _by_prefix.get(key, ()) if s != secret]
+    if add:
+        others.append(secret)
+        others.sort(key=len, reverse=True)
+    if others:
+        _by_prefix[key] = others
+    else:
+        _by_prefix.pop(key, None)
+
+
+def _mask_registered(text: str) -> str:
+    """Replace every registered secret in ``text``, leftmost first, the longest at a place.
+
+    One dictionary lookup per character: the cost follows the text, not the number of secrets.
+    """
+    index = _by_prefix
+    if not index or len(text) < _MIN_SECRET:
+        return text
+    parts: list[str] = []
+    start = i = 0
+    last = len(text) - _MIN_SECRET
+    while i <= last:
+        candidates = index.get(text[i:i + _MIN_SECRET])
+        if candidates:
+            for secret in candidates:
+                if text.startswith(secret, i):
+                    parts += (text[start:i], MASK)
+                    i = start = i + len(secret)
+                    break
+            else:
+                i += 1
+        else:
+            i += 1
+    if not parts:
+        return text
+    parts.append(text[start:])
+    return "".join(parts)
 
 
 def redact(text: str) -> str:
     """``text`` with every registered secret and token-shaped value replaced by ``[redacted]``."""
-    pattern = _pattern
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
+    text = _mask_registered(text)
     text = _JWT.sub(MASK, text)
     text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
     return _KEYED.sub(lambda m: m.group(1) + MASK, text)
