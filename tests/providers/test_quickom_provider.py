@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 from typing import Any, AsyncIterator
 
@@ -90,7 +91,8 @@ async def test_webhook_accepts_signed_and_drops_replay(h: Harness) -> None:
         [f["record_id"] for f in call["record_files"]]
 
 
-async def test_webhook_rejections(h: Harness) -> None:
+async def test_webhook_rejections(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bridge.providers.quickom")
     server = await h.serve(h.provider(max_body_bytes=2048))
     url = f"{server.url}/webhooks/quickom/{TENANT}"
     call = h.sim.add_call()
@@ -102,6 +104,11 @@ async def test_webhook_rejections(h: Harness) -> None:
         h.sim.webhook_body(call), secret="not-the-secret"))
     assert wrong_key.status_code == 401
     assert SIGNING not in tampered.text + missing.text + wrong_key.text
+    # The first refusal is logged for the operator (a wrong signing_secret refuses every
+    # delivery); the next ones within the interval are only counted.
+    refused = [r.getMessage() for r in caplog.records if "webhook from" in r.getMessage()]
+    assert len(refused) == 1 and "does not match" in refused[0], refused
+    assert SIGNING not in caplog.text
 
     async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
         big = await client.post(url, content=b"{" + b" " * 4096 + b"}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -32,6 +33,8 @@ log = logging.getLogger("bridge.providers.quickom")
 
 #: Call ids remembered (and saved in the cursor) to keep backfill from repeating calls.
 SEEN_CALLS = 2000
+#: Seconds between two warnings about refused webhooks.
+REJECT_LOG_INTERVAL = 60.0
 
 
 class QuickomProvider(Provider):
@@ -53,6 +56,7 @@ class QuickomProvider(Provider):
         self.counts = {"webhooks": 0, "repeats": 0, "rejected": 0, "backfilled": 0}
         self._ok = True
         self._last_error: str | None = None
+        self._warned_at = -REJECT_LOG_INTERVAL
 
     # -- webhook ---------------------------------------------------------------------------------
 
@@ -67,11 +71,22 @@ class QuickomProvider(Provider):
             *api_endpoints(self),
         ]
 
+    def _rejected(self, request: Request, why: str) -> None:
+        """Count a refused webhook; warn at most every REJECT_LOG_INTERVAL seconds (a wrong
+        signing secret refuses every delivery; a flood of forged ones must not flood the log)."""
+        self.counts["rejected"] += 1
+        now = time.monotonic()
+        if now - self._warned_at >= REJECT_LOG_INTERVAL:
+            self._warned_at = now
+            peer = request.client.host if request.client else "unknown"
+            log.warning("quickom/%s: webhook from %s refused: %s (%d refused so far; check "
+                        "signing_secret)", self.tenant, peer, why, self.counts["rejected"])
+
     async def receive(self, request: Request) -> Response:
         """Verify, de-duplicate and hand over one webhook; only fast work happens here."""
         header = request.headers.get("signature")
         if not header:
-            self.counts["rejected"] += 1
+            self._rejected(request, "no Signature header")
             raise ApiError(401, "missing_signature", "the Signature header is required")
         raw = await read_body(request, self.account.max_body_bytes)
         try:
@@ -81,7 +96,7 @@ class QuickomProvider(Provider):
         if not isinstance(body, dict):
             raise ApiError(400, "malformed_json", "the body must be a JSON object")
         if not signature.verify(self._secret, body, header):
-            self.counts["rejected"] += 1
+            self._rejected(request, "the Signature header does not match")
             raise ApiError(401, "invalid_signature", "the Signature header does not match")
         try:
             event = call_event(body, self.tenant)
