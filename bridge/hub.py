@@ -1,10 +1,11 @@
 """Local fan-out: broker messages to the websocket clients of this process.
 
 The hub is the broker's message handler. For each message it looks up the channel's clients and
-appends the frame to each client's :class:`~bridge.link.ClientLink`, a buffer bounded in bytes. The frame is
-decoded to text once per message and that one ``str`` is shared by every client: nothing is
-re-encoded per client. Each link is drained by exactly one writer task (:meth:`ClientLink.run`),
-owned by the connection that owns the link; there is no task per message.
+appends the frame to each client's :class:`~bridge.link.ClientLink`, a buffer bounded in bytes.
+The frame is decoded to text once per message and that one ``str`` is shared by every client:
+nothing is re-encoded per client. Each link is drained by exactly one writer task
+(:meth:`ClientLink.run`), owned by the connection that owns the link; there is no task per
+message.
 
 Backpressure cannot work for fan-out, so a client whose buffer would overflow is closed with
 :data:`~bridge.downstream.protocol.SLOW_CONSUMER` and the others are unaffected.

@@ -6,10 +6,36 @@ import asyncio
 import os
 import re
 import sys
+from typing import Any
 
 import pytest
 
 SCALE = float(os.environ.get("CALLBRIDGE_TEST_TIMEOUT_SCALE", "1"))
+
+
+class ServeProcess:
+    """One running ``serve`` process: its process handle, URL, config file and log file."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str, config_path: str,
+                 log_path: str) -> None:
+        self.proc = proc
+        self.url = url
+        self.config_path = config_path
+        self.log_path = log_path
+
+    @classmethod
+    async def start(cls, config_path: str, log_path: str, *, env: dict[str, str] | None = None,
+                    what: str = "instance") -> Any:
+        proc, url = await spawn_serve(config_path, log_path, env=env, what=what)
+        return cls(proc, url, config_path, log_path)
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
 
 
 async def spawn_serve(config_path: str, log_path: str, *, env: dict[str, str] | None = None,

@@ -62,7 +62,8 @@ async def _run(p: dict[str, Any], opts: common.Options, prefix: str) -> dict[str
     streams = body.get("streams", [])
     not_subscribed = sum(1 for s in streams if s.get("state") != "subscribed")
     reconnects = sum(int(s.get("reconnects", 0)) for s in streams)
-    return {"streams": len(streams), "ready_s": ready_s, "refreshes": len(issued), "refresh_peak_per_s": max(buckets.values(), default=0),
+    return {"streams": len(streams), "ready_s": ready_s, "refreshes": len(issued),
+            "refresh_peak_per_s": max(buckets.values(), default=0),
             "rotations": sum(int(s.get("rotations", 0)) for s in streams),
             "server_cpu_pct": 100 * cpu / elapsed, "reconnects": reconnects,
             "not_subscribed": not_subscribed, "failed_resubscribes": not_subscribed + reconnects}

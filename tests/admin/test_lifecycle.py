@@ -22,32 +22,18 @@ from tests.admin.clients import Client
 from tests.admin.conftest import ADMIN, SHARED_REDIS, antbuddy, config_data, toml
 from tests.integration.conftest import ACCOUNT, JWT_SECRET, SCALE, TENANT, eventually
 from tests.redis_server import private_redis
-from tests.serve_process import spawn_serve
+from tests.serve_process import ServeProcess
 
 STREAM = f"antbuddy/{TENANT}/{ACCOUNT}"
 CHANNEL = f"calls:{TENANT}"
 SHUTDOWN_TIMEOUT = 5.0
 
 
-class Instance:
-    """One ``python -m bridge serve`` process; its URL is read from its first stdout line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, path: str, log_path: str) -> None:
-        self.proc = proc
-        self.path = path
-        self.log_path = log_path
-        self.url = ""
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://")
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
+class Instance(ServeProcess):
+    """One ``python -m bridge serve`` process whose config file tests rewrite."""
 
     def write(self, data: dict[str, Any] | str) -> None:
-        with open(self.path, "w") as f:
+        with open(self.config_path, "w") as f:
             f.write(data if isinstance(data, str) else toml(data))
 
     async def admin(self, method: str, path: str) -> Any:
@@ -80,10 +66,7 @@ async def _spawn(directory: str, n: int, data: dict[str, Any]) -> Instance:
     with open(path, "w") as f:
         f.write(toml(data))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE__")}
-    proc, url = await spawn_serve(path, log_path, env=env, what=f"instance {n}")
-    instance = Instance(proc, path, log_path)
-    instance.url = url
-    return instance
+    return await Instance.start(path, log_path, env=env, what=f"instance {n}")
 
 
 def instance_config(sim: Any, prefix: str | None, n: int, redis_url: str = SHARED_REDIS,

@@ -35,7 +35,7 @@ from tests.integration.conftest import (
     eventually,
 )
 from tests.redis_server import private_redis
-from tests.serve_process import spawn_serve
+from tests.serve_process import ServeProcess
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 STREAM = f"antbuddy/{TENANT}/{ACCOUNT}"
@@ -109,25 +109,10 @@ async def test_runner_stops_its_stream_when_the_lease_is_taken(lease_prefix):
 
 # -- real processes ----------------------------------------------------------------------------
 
-class Instance:
-    """``python -m bridge serve`` in a subprocess, its port read from its first stdout line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, log_path: str) -> None:
-        self.proc = proc
-        self.log_path = log_path
-        self.url = ""
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://")
-
+class Instance(ServeProcess):
     async def readyz(self) -> dict[str, Any]:
         async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
             return (await http.get(f"{self.url}/readyz")).json()
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-4000:]
 
 
 @contextlib.asynccontextmanager
@@ -181,10 +166,7 @@ account_id = "{ACCOUNT}"
     with open(path, "w") as f:
         f.write(config)
     log_path = os.path.join(directory, f"inst-{n}.log")
-    proc, url = await spawn_serve(path, log_path, what=f"instance {n}")
-    instance = Instance(proc, log_path)
-    instance.url = url
-    return instance
+    return await Instance.start(path, log_path, what=f"instance {n}")
 
 
 class Client:
