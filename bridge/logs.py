@@ -45,3 +45,23 @@ def setup(level: str = "INFO", *, json: bool = True) -> None:
     for name in ("websockets", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.setLevel(max(logging.INFO, root.level))
+
+
+class Every:
+    """At most once per ``seconds``: for a log line about something that may repeat thousands
+    of times a second (a full queue, a flood of refused requests), while counters keep the
+    exact numbers."""
+
+    __slots__ = ("seconds", "_last")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        """True the first time, then once ``seconds`` have passed since the last True."""
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True

@@ -21,6 +21,7 @@ from bridge import channels
 from bridge.brokers.base import Broker, BrokerError
 from bridge.events import Event, EventType
 from bridge.histogram import Histogram
+from bridge.logs import Every
 from bridge.recent import RecentIds
 
 log = logging.getLogger("bridge.pipeline")
@@ -56,7 +57,7 @@ class Pipeline:
         self.published: dict[tuple[str, str], int] = {}
         #: Seconds from submit to the broker's acknowledgement, per published event.
         self.latency = Histogram()
-        self._last_overflow_log = 0.0
+        self._overflow_log = Every(5.0)
 
     def submit(self, event: Event) -> bool:
         """Queue ``event`` for publishing. Never blocks.
@@ -74,9 +75,7 @@ class Pipeline:
             self._queue.put_nowait((event, time.monotonic()))
         except asyncio.QueueFull:
             self.counts["overflow"] += 1
-            now = time.monotonic()
-            if now - self._last_overflow_log > 5:
-                self._last_overflow_log = now
+            if self._overflow_log.due():
                 log.error("publish queue full (%d): events are being dropped (%d so far)",
                           self._queue.maxsize, self.counts["overflow"])
             return False

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from bridge.brokers.base import Broker, BrokerError, Replay
+from bridge.logs import Every
 
 log = logging.getLogger("bridge.brokers.resilient")
 
@@ -77,7 +78,7 @@ class ResilientBroker(Broker):
         self._wake = asyncio.Event()
         self._outage_since: float | None = None
         self._last_error: str | None = None
-        self._last_overflow_log = 0.0
+        self._overflow_log = Every(5.0)
         self.counts = {"buffered": 0, "flushed": 0, "overflow": 0, "local_deliveries": 0,
                        "echoes_dropped": 0}
         inner.set_handler(self._from_inner)
@@ -158,9 +159,7 @@ class ResilientBroker(Broker):
                 self._enter_outage(str(exc))
         if len(self._buffer) >= self._buffer_events:
             self.counts["overflow"] += 1
-            now = time.monotonic()
-            if now - self._last_overflow_log > 5:
-                self._last_overflow_log = now
+            if self._overflow_log.due():
                 log.error("broker unreachable and buffer full (%d): events delivered locally "
                           "only, not published (%d so far)", self._buffer_events,
                           self.counts["overflow"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import orjson
@@ -18,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from bridge.api.endpoints import ApiError, Endpoint, Principal
 from bridge.backoff import backoff
 from bridge.brokers.base import BrokerError
+from bridge.logs import Every
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.quickom import signature
 from bridge.providers.quickom.api import api_endpoints, webhook_operation
@@ -56,7 +56,7 @@ class QuickomProvider(Provider):
         self.counts = {"webhooks": 0, "repeats": 0, "rejected": 0, "backfilled": 0}
         self._ok = True
         self._last_error: str | None = None
-        self._warned_at = -REJECT_LOG_INTERVAL
+        self._rejected_log = Every(REJECT_LOG_INTERVAL)
 
     # -- webhook ---------------------------------------------------------------------------------
 
@@ -75,9 +75,7 @@ class QuickomProvider(Provider):
         """Count a refused webhook; warn at most every REJECT_LOG_INTERVAL seconds (a wrong
         signing secret refuses every delivery; a flood of forged ones must not flood the log)."""
         self.counts["rejected"] += 1
-        now = time.monotonic()
-        if now - self._warned_at >= REJECT_LOG_INTERVAL:
-            self._warned_at = now
+        if self._rejected_log.due():
             peer = request.client.host if request.client else "unknown"
             log.warning("quickom/%s: webhook from %s refused: %s (%d refused so far; check "
                         "signing_secret)", self.tenant, peer, why, self.counts["rejected"])
