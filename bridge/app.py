@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -18,6 +20,7 @@ from bridge.api.endpoints import Endpoint
 from bridge.api.routes import openapi_document
 from bridge.config import Config
 from bridge.downstream.endpoint import WsApp, ws_route
+from bridge.downstream.tally import log_summaries
 from bridge.metrics import metrics_endpoint, registry_for
 from bridge.service import Service
 from bridge.serving import client_gone
@@ -72,9 +75,20 @@ def build_app(config: Config, service: Service | None = None, *,
         async with svc:
             # Providers exist once the service has started: mount their endpoints now.
             admin.mount()
+            summaries = None
+            if app_ws := getattr(app, "ws", None):
+                route = app_ws.route
+                summaries = asyncio.create_task(
+                    log_summaries(route.tally, lambda: len(route.sessions),
+                                  config.logging.summary_interval),
+                    name="connection summaries")
             try:
                 yield
             finally:
+                if summaries is not None:
+                    summaries.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await summaries
                 await admin.close()
 
     ws = ws_route(svc.hub, jwt_secret=config.auth.jwt_secret.get_secret_value(),

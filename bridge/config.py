@@ -44,7 +44,7 @@ class ServerConfig(_Section):
     idle_timeout: float = Field(0.0, ge=0)
     client_queue_bytes: int = Field(1_048_576, ge=1024)
     max_channels: int = Field(100, ge=1)
-    max_connections_per_ip: int = Field(100, ge=1)
+    max_connections_per_ip: int = Field(1000, ge=1)
     #: Origins allowed to open /ws (exact "scheme://host[:port]"); empty: any origin.
     allowed_origins: list[str] = Field(default_factory=list)
     send_timeout: float = Field(30.0, gt=0)
@@ -83,6 +83,9 @@ class BrokerConfig(_Section):
     probe_interval: float = Field(5.0, gt=0)
     #: Events kept while the broker is unreachable; beyond it they are counted and dropped.
     buffer_events: int = Field(10_000, ge=1)
+    #: Redis connections this instance opens for commands (publish, history, epochs) at most;
+    #: a command that finds all of them busy waits for one, up to the connect timeout.
+    pool_size: int = Field(64, ge=1, le=10_000)
 
     @field_validator("url")
     @classmethod
@@ -126,6 +129,8 @@ class AuthConfig(_Section):
 
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    #: Seconds between the INFO summaries of websocket connections opened and closed.
+    summary_interval: float = Field(60.0, gt=0)
 
     @field_validator("level", mode="before")
     @classmethod

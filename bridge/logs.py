@@ -45,6 +45,32 @@ def setup(level: str = "INFO", *, json: bool = True) -> None:
     for name in ("websockets", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.setLevel(max(logging.INFO, root.level))
+    # uvicorn logs two or three INFO lines per websocket connection; they are DEBUG here
+    # (the periodic summary of bridge.downstream.tally counts them instead).
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_error.filters[:] = [f for f in uvicorn_error.filters
+                                if not isinstance(f, PerConnectionLines)]
+    uvicorn_error.addFilter(PerConnectionLines(root))
+
+
+class PerConnectionLines(logging.Filter):
+    """Turns the server library's per-connection lines into DEBUG records: kept when the root
+    logger is at DEBUG, dropped otherwise."""
+
+    _MESSAGES = frozenset(('%s - "WebSocket %s" [accepted]', "connection open",
+                           "connection closed"))
+
+    def __init__(self, root: logging.Logger) -> None:
+        super().__init__()
+        self._root = root
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.msg not in self._MESSAGES:
+            return True
+        if not self._root.isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
 
 
 class Every:

@@ -18,16 +18,23 @@ def _is_cluster(url: str) -> bool:
     return url.startswith("redis-cluster://")
 
 
-def command_client(url: str, *, timeout: float) -> Any:
-    """A client for key commands and single-key scripts."""
-    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+def command_client(url: str, *, timeout: float, pool_size: int = 8) -> Any:
+    """A client for key commands and single-key scripts.
+
+    At most ``pool_size`` connections (per node on a cluster): a caller beyond them waits up
+    to ``timeout`` for one, then gets a ``ConnectionError`` (never an unbounded pool).
+    """
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if not _is_cluster(url):
-        return aioredis.Redis.from_url(url, **options)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=timeout, **options)
+        return aioredis.Redis.from_pool(pool)
     from bridge.brokers.redis_cluster import parse_url
 
     nodes, username, password = parse_url(url)
     return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes],
-                        username=username, password=password, **options)
+                        username=username, password=password, max_connections=pool_size,
+                        **options)
 
 
 async def drop_prefix(url: str, prefix: str) -> None:

@@ -355,6 +355,8 @@ class Service:
         health = self.broker.health()
         # Buffered events not yet published: other instances' clients and history lag behind.
         ready = ready and health["state"] != "buffering"
+        # Without the revoked token ids no client can be admitted (1013 until they load).
+        ready = ready and self.revocations.synced
         body = {
             "ready": ready,
             "instance_id": self.leases.instance_id,
@@ -363,6 +365,8 @@ class Service:
             "streams": streams,
             "pipeline": {**self.pipeline.counts, "pending": self.pipeline.pending},
             "clients": self.hub.stats(),
+            "revocations": {"synced": self.revocations.synced,
+                            "revoked": len(self.revocations.ids)},
             "providers": [p.snapshot() for p in self.providers],
         }
         return ready, body
@@ -383,7 +387,8 @@ def _broker_options(config: Config) -> dict[str, Any]:
     url = config.broker.url
     if url.startswith("memory:"):
         return {}
-    options: dict[str, Any] = {"prefix": config.broker.prefix}
+    options: dict[str, Any] = {"prefix": config.broker.prefix,
+                               "max_connections": config.broker.pool_size}
     if not url.startswith("redis-cluster:"):
         # The cluster backend watches each node's link instead of probing.
         options["probe_interval"] = config.broker.probe_interval

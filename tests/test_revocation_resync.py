@@ -1,5 +1,6 @@
-"""Revocations missed while an instance's listener was away still close its clients: after each
-subscribe the instance checks its open connections' token ids against the revocation keys."""
+"""Every instance decides from its own copy of the revoked token ids: loaded at start and after
+each resubscribe (so revocations missed while away still close its clients), kept through a
+Redis outage, written back when Redis lost them, and never a Redis round trip per connection."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from bridge.downstream.endpoint import Route, WsApp, ws_route
 from bridge.hub import Hub
 from bridge.redis_client import drop_prefix
 from bridge.redis_listener import ChannelListener
-from bridge.revocation import CHUNK, MemoryRevocations, RedisRevocations
+from bridge.revocation import MemoryRevocations, RedisRevocations, RevokedIds
+from bridge.revocation_wire import BARE_NOTICE_SPAN, parse_notice
 from tests.cluster import binaries_missing, redis_cluster
 from tests.redis_server import PrivateRedis, private_redis
 
@@ -56,7 +58,8 @@ async def started(revocations: RedisRevocations) -> AsyncIterator[RedisRevocatio
 async def serving(revocations: RedisRevocations) -> AsyncIterator[tuple[RunningServer, Route]]:
     """A websocket endpoint using ``revocations``, under real uvicorn."""
     route = ws_route(Hub(MemoryBroker()), jwt_secret=SECRET, leeway=0.0, auth_timeout=5.0,
-                     max_message_bytes=4096, heartbeat=30.0, revocations=revocations)
+                     max_message_bytes=4096, heartbeat=30.0, revocations=revocations,
+                     max_connections_per_ip=10_000)
     assert isinstance(route.app, WsApp)
     async with run_uvicorn(Starlette(routes=[route])) as server:
         yield server, route.app.route
@@ -87,7 +90,7 @@ async def still_open(ws: ClientConnection) -> None:
         assert orjson.loads(await ws.recv()) == {"type": "pong", "id": 1}
 
 
-# -- the batch check ---------------------------------------------------------------------------
+# -- the local copy ----------------------------------------------------------------------------
 
 @pytest.fixture(params=["redis", "cluster"])
 async def url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
@@ -100,29 +103,47 @@ async def url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
         yield cluster.url
 
 
-async def test_revoked_among_finds_the_revoked_ids_across_chunks(url: str, prefix: str) -> None:
-    ids = [f"jti-{i}" for i in range(2 * CHUNK + 200)]
-    revoked = {ids[0], ids[CHUNK + 3], ids[-1]}
-    async with started(RedisRevocations(url, prefix=prefix)) as revocations:
-        for token_id in revoked:
-            await revocations.revoke(token_id, time.time() + 60)
-        await revocations.revoke(ids[5], time.time() - 1)  # lapsed: no key
-        assert await revocations.revoked_among(ids + [ids[0]]) == revoked
-        assert await revocations.revoked_among([]) == set()
+async def test_a_new_instance_loads_every_live_revocation(url: str, prefix: str) -> None:
+    ids = [f"jti-{i}" for i in range(1200)]
+    async with started(RedisRevocations(url, prefix=prefix)) as one:
+        for token_id in ids[:3]:
+            await one.revoke(token_id, time.time() + 60)
+        await one.revoke(ids[5], time.time() - 1)  # lapsed: not stored
+        async with started(RedisRevocations(url, prefix=prefix)) as two:
+            assert two.synced
+            assert two.revoked_among(ids + [ids[0]]) == set(ids[:3])
 
 
-async def test_memory_revoked_among_and_no_resync() -> None:
+async def test_memory_revocations_are_always_synced() -> None:
     revocations = MemoryRevocations()
-    runs: list[None] = []
-
-    async def resync() -> None:
-        runs.append(None)
-
-    revocations.on_resync(resync)
     await revocations.revoke("a", time.time() + 60)
     await revocations.revoke("b", time.time() - 1)
-    assert await revocations.revoked_among(["a", "b", "c"]) == {"a"}
-    assert runs == []  # nothing can be missed in one process
+    assert revocations.synced
+    assert revocations.revoked_among(["a", "b", "c"]) == {"a"}
+
+
+def test_revoked_ids_only_grow_until_they_lapse() -> None:
+    ids = RevokedIds()
+    now = time.time()
+    assert ids.add("a", now + 10) and not ids.add("a", now + 5)  # the later time stays
+    assert ids.contains("a", now + 7)
+    assert ids.merge({"a": now + 20, "b": now + 1, "c": now - 1}, now) == ["b"]
+    assert ids.contains("a", now + 15) and not ids.contains("c", now)
+    ids.prune(now + 2)
+    assert len(ids) == 1
+
+
+@pytest.mark.parametrize("payload, expected", [
+    (b'{"jti":"j1","until":1900000000.5}', ("j1", 1900000000.5)),
+    (b"bare-id", ("bare-id", 1000.0 + BARE_NOTICE_SPAN)),
+    (b'{"jti":"","until":1}', None),
+    (b'{"jti":"j1","until":true}', None),
+    (b'{"jti":"j1"}', None),
+    (b"\xff\xfe", None),
+    (b"x" * 201, None),
+])
+def test_notices_are_read_strictly(payload: bytes, expected: tuple[str, float] | None) -> None:
+    assert parse_notice(payload, 1000.0) == expected
 
 
 # -- the listener ------------------------------------------------------------------------------
@@ -180,64 +201,6 @@ async def test_a_failing_on_listening_does_not_stop_the_listener(
             await admin.aclose()
 
 
-# -- resync runs -------------------------------------------------------------------------------
-
-async def test_resyncs_never_overlap_and_one_asked_during_a_run_follows_it(prefix: str) -> None:
-    async with started(RedisRevocations(REDIS_URL, prefix=prefix)) as revocations:
-        release = asyncio.Event()
-        started_runs: asyncio.Queue[None] = asyncio.Queue(maxsize=10)
-        running = 0
-        most = 0
-
-        async def resync() -> None:
-            nonlocal running, most
-            running += 1
-            most = max(most, running)
-            started_runs.put_nowait(None)
-            try:
-                async with asyncio.timeout(WAIT):
-                    await release.wait()
-            finally:
-                running -= 1
-
-        revocations.on_resync(resync)
-        # What the listener calls after each subscribe; three arrive during the first run.
-        revocations._resync_soon()
-        async with asyncio.timeout(WAIT):
-            await started_runs.get()
-        revocations._resync_soon()
-        revocations._resync_soon()
-        release.set()
-        async with asyncio.timeout(WAIT):
-            await started_runs.get()  # exactly one more run
-        task = revocations._resync
-        assert task is not None
-        async with asyncio.timeout(WAIT):
-            await task
-        assert started_runs.empty() and most == 1
-
-
-async def test_close_cancels_a_running_resync(prefix: str) -> None:
-    revocations = RedisRevocations(REDIS_URL, prefix=prefix)
-    entered = asyncio.Event()
-    cancelled = asyncio.Event()
-
-    async def resync() -> None:
-        entered.set()
-        try:
-            await asyncio.sleep(WAIT * 10)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    async with started(revocations):
-        revocations.on_resync(resync)
-        revocations._resync_soon()
-        async with asyncio.timeout(WAIT):
-            await entered.wait()
-    assert cancelled.is_set()
-
-
 # -- two instances -----------------------------------------------------------------------------
 
 async def acl(server: PrivateRedis, *args: str) -> Any:
@@ -265,15 +228,73 @@ async def test_a_revocation_missed_while_the_listener_was_away_closes_the_client
             # B's listener subscribes again, checks its open tokens, closes the revoked one.
             assert await close_code(gone) == p.TOKEN_REVOKED
             await still_open(kept)
-            assert await b.is_revoked("jti-gone")
+            assert b.is_revoked("jti-gone")
 
 
-async def test_a_failed_resync_leaves_connections_open(caplog: pytest.LogCaptureFixture) -> None:
+async def refused_with(server: RunningServer, token_id: str) -> int | None:
+    """Connect with a token of ``token_id``; the close code, None when welcomed."""
+    token = mint(SECRET, sub=f"crm-{token_id}", channels=["calls:acme"], token_id=token_id,
+                 ttl=600)
+    async with connect(server.ws_url + "/ws", open_timeout=WAIT) as ws:
+        await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+        try:
+            async with asyncio.timeout(WAIT):
+                first = orjson.loads(await ws.recv())
+        except ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd is not None else None
+        assert first["type"] == "welcome"
+        return None
+
+
+async def test_an_outage_decides_from_the_last_copy() -> None:
     async with private_redis() as server:
         async with started(RedisRevocations(server.url, prefix="cb:", timeout=2.0)) as b, \
-                serving(b) as (web, route), client(web, "jti-1") as ws:
+                serving(b) as (web, _), client(web, "jti-kept") as kept:
+            await b.revoke("jti-gone", time.time() + 600)
             await server.stop()
-            with caplog.at_level(logging.WARNING, logger="bridge.downstream.endpoint"):
-                await route.resync()  # Redis gone: fails open
-            assert any("revocation resync failed" in r.getMessage() for r in caplog.records)
-            await still_open(ws)
+            # Redis is gone: the revoked token is still refused, the others still admitted.
+            assert await refused_with(web, "jti-gone") == p.TOKEN_REVOKED
+            assert await refused_with(web, "jti-new") is None
+            await still_open(kept)
+
+
+async def test_an_instance_that_never_loaded_refuses_with_retry_later_until_it_has() -> None:
+    async with private_redis() as server:
+        await server.stop()
+        revocations = RedisRevocations(server.url, prefix="cb:", timeout=0.5)
+        async with started(revocations) as b, serving(b) as (web, _):
+            assert not b.synced
+            assert await refused_with(web, "jti-1") == p.TRY_AGAIN_LATER
+            assert p.reconnect_advice(p.TRY_AGAIN_LATER) == "backoff"
+            await server.start()
+            async with asyncio.timeout(WAIT * 2):
+                while not b.synced:
+                    await asyncio.sleep(0.05)
+            assert await refused_with(web, "jti-1") is None
+
+
+async def test_revocations_redis_lost_are_written_back() -> None:
+    async with private_redis() as server:
+        async with started(RedisRevocations(server.url, prefix="cb:", timeout=2.0)) as b:
+            await b.revoke("jti-gone", time.time() + 600)
+            await server.restart()  # empty: the revocation is gone from Redis
+            async with asyncio.timeout(WAIT * 2):
+                while b.resyncs < 2:
+                    await asyncio.sleep(0.05)
+            async with started(RedisRevocations(server.url, prefix="cb:")) as fresh:
+                assert fresh.is_revoked("jti-gone")
+            assert await acl(server, "EXISTS", "cb:revoked:jti-gone") == 1
+
+
+async def test_a_reconnect_storm_never_admits_a_revoked_token() -> None:
+    """1,000 connections at once, half with a revoked token: every revoked one is refused
+    with 4004 and every other one admitted, with a command pool far smaller than the storm."""
+    async with private_redis() as server:
+        async with started(RedisRevocations(server.url, prefix="cb:", pool_size=2)) as b, \
+                serving(b) as (web, _):
+            await b.revoke("jti-revoked", time.time() + 600)
+            ids = ["jti-revoked" if i % 2 else f"jti-ok-{i}" for i in range(1000)]
+            async with asyncio.timeout(WAIT * 12):
+                codes = await asyncio.gather(*(refused_with(web, t) for t in ids))
+            outcomes = {(t == "jti-revoked", code) for t, code in zip(ids, codes)}
+            assert outcomes == {(True, p.TOKEN_REVOKED), (False, None)}

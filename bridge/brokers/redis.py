@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from bridge import redact
@@ -46,7 +47,7 @@ class RedisBroker(Broker):
         connect_timeout: float = 5.0,
         socket_timeout: float = 5.0,
         client_name: str = "callbridge",
-        max_connections: int = 32,
+        max_connections: int = 64,
     ) -> None:
         """``probe_interval=None`` turns the liveness probe off."""
         super().__init__()
@@ -62,6 +63,7 @@ class RedisBroker(Broker):
         self._dedup_ms = max(1, round(dedup_window * 1000))
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
+        self._pool_size = max_connections
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -106,7 +108,12 @@ class RedisBroker(Broker):
 
     def _error(self, doing: str, exc: BaseException) -> BrokerError:
         self.errors += 1
-        reason = redact.redact(str(exc)) or type(exc).__name__
+        if isinstance(exc, RedisConnectionError) and str(exc) == "No connection available.":
+            # The pool's own wording says nothing of the pool: name it and its setting.
+            reason = (f"connection pool exhausted (pool_size {self._pool_size}): every "
+                      f"connection stayed busy for {self._connect_timeout:g}s")
+        else:
+            reason = redact.redact(str(exc)) or type(exc).__name__
         return BrokerError(f"redis at {self._where}: {doing} failed: {reason}")
 
     def health(self) -> dict[str, Any]:

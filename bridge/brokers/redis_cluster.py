@@ -63,8 +63,10 @@ class _SlotMoved(Exception):
 class RedisClusterBroker(Broker):
     def __init__(self, url: str, *, prefix: str = "callbridge:", history_length: int = 1000,
                  dedup_window: float = 600.0, connect_timeout: float = 5.0,
-                 socket_timeout: float = 5.0, sharded: bool | None = None) -> None:
-        """``sharded``: None detects sharded pub/sub support at start; True/False forces it."""
+                 socket_timeout: float = 5.0, sharded: bool | None = None,
+                 max_connections: int = 64) -> None:
+        """``sharded``: None detects sharded pub/sub support at start; True/False forces it.
+        ``max_connections``: command connections per node."""
         super().__init__()
         if history_length < 0:
             raise ValueError("history_length must not be negative")
@@ -81,7 +83,8 @@ class RedisClusterBroker(Broker):
             # No library retries: a retried publish could append an event twice.
             retry=Retry(NoBackoff(), 0))
         self._cluster = RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in nodes], **self._auth)
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes], max_connections=max_connections,
+            **self._auth)
         self._publish_script = self._cluster.register_script(wire.PUBLISH_SCRIPT)
         self._history_script = self._cluster.register_script(wire.HISTORY_SCRIPT)
         self._replay_script = self._cluster.register_script(wire.REPLAY_SCRIPT)

@@ -25,6 +25,7 @@ from bridge.downstream import protocol as p
 from bridge.downstream.resume import resume
 from bridge.link import PEER_GONE, ClientLink
 from bridge.redact import redact
+from bridge.revocation import NotSynced
 
 if TYPE_CHECKING:
     from bridge.downstream.endpoint import Route
@@ -43,6 +44,7 @@ _REASONS = {
     p.SERVICE_RESTART: "service restart",
     p.MESSAGE_TOO_BIG: "message too big",
     p.INTERNAL_ERROR: "internal error",
+    p.TRY_AGAIN_LATER: "revoked token ids not loaded yet; retry",
 }
 
 
@@ -68,6 +70,8 @@ class Session:
         self.link: ClientLink | None = None
         self.since = 0.0
         self._expiry: asyncio.TimerHandle | None = None
+        #: The code this side closed with; None when the client went first.
+        self._closed_with: int | None = None
 
     async def run(self) -> None:
         if not self.route.origins.allows(self.ws.headers.get("origin")):
@@ -77,10 +81,12 @@ class Session:
         if not self.route.counter.acquire(address):
             if await self._accept():
                 await self._close(p.TRY_AGAIN_LATER, "too many connections from this address")
+                self._count_closed()
             return
         try:
             if await self._accept():
                 await self._run()
+                self._count_closed()
         finally:
             self.route.counter.release(address)
 
@@ -89,7 +95,15 @@ class Session:
             await self.ws.accept()
         except (WebSocketDisconnect, OSError):
             return False
+        self.route.tally.accepted += 1
+        log.debug("session %s: accepted from %s", self.session,
+                  self.ws.client.host if self.ws.client else "unknown")
         return True
+
+    def _count_closed(self) -> None:
+        code = self._closed_with if self._closed_with is not None else PEER_GONE
+        self.route.tally.closed[code] += 1
+        log.debug("session %s: closed (%d)", self.session, code)
 
     async def _run(self) -> None:
         grant = await self._authenticate()
@@ -101,8 +115,11 @@ class Session:
         self.route.track(link, None, grant.token_id)
         self.route.sessions[self.session] = self
         try:
-            if await self.route.is_revoked(grant):  # after track(): no revocation slips by
-                link.close(p.TOKEN_REVOKED)
+            try:  # after track(), with no await between: no revocation slips by
+                if self.route.is_revoked(grant):
+                    link.close(p.TOKEN_REVOKED)
+            except NotSynced:
+                link.close(p.TRY_AGAIN_LATER)
             link.put(p.encode_welcome(
                 sub=grant.sub, expires_at=grant.expires_at, session=self.session,
                 heartbeat=self.cfg.heartbeat, expiry_grace=self.cfg.expiry_grace,
@@ -150,7 +167,7 @@ class Session:
         try:
             return verify(self.cfg.jwt_secret, msg.token, leeway=self.cfg.leeway)
         except AuthError as exc:
-            log.info("session %s: token refused (%s)", self.session, exc.reason)
+            log.debug("session %s: token refused (%s)", self.session, exc.reason)
             code = p.TOKEN_EXPIRED if exc.reason == "expired" else p.AUTH_FAILED
             await self._close(code, str(exc))
             return None
@@ -298,8 +315,12 @@ class Session:
             return self._error(p.E_TOKEN_REFUSED, str(exc), msg.id)
         if grant.sub != old.sub:
             return self._error(p.E_SUB_MISMATCH, "the new token names another subject", msg.id)
-        if await self.route.is_revoked(grant):
-            return self._error(p.E_TOKEN_REVOKED, "the new token is revoked", msg.id)
+        try:
+            if self.route.is_revoked(grant):
+                return self._error(p.E_TOKEN_REVOKED, "the new token is revoked", msg.id)
+        except NotSynced:
+            return self._error(p.E_UNAVAILABLE, "token revocations are not loaded yet, retry "
+                               "later", msg.id)
         self.grant = grant
         self.route.track(link, old.token_id, grant.token_id)
         self._arm_expiry(link)
@@ -319,6 +340,7 @@ class Session:
             pass
 
     async def _close(self, code: int, reason: str = "") -> None:
+        self._closed_with = code
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.ws.close(code, reason)

@@ -42,7 +42,7 @@ def test_compose_trusts_its_nginx_only() -> None:
     compose_nginx = "172.28.0.10"
     config = load_config(str(CONFIG), env_file(SECRETS))
     assert config.server.trusted_proxies == [compose_nginx]
-    assert config.server.max_connections_per_ip == 100
+    assert config.server.max_connections_per_ip == 1000
     compose = (DEPLOY / "compose.yaml").read_text()
     assert f"ipv4_address: {compose_nginx}" in compose
 
@@ -51,7 +51,7 @@ def test_every_deployed_configuration_uses_the_normal_limit() -> None:
     configs = [CONFIG, DEPLOY / "systemd" / "callbridge.toml"]
     for path in configs:
         server = tomllib.loads(path.read_text())["server"]
-        assert server["max_connections_per_ip"] == 100, path
+        assert server["max_connections_per_ip"] == 1000, path
         assert server["trusted_proxies"], path
 
 
