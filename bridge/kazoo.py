@@ -11,8 +11,11 @@ the wrong type reads as ``None``.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from bridge.providers.fields import INT64_MAX, MAX_CALL_SECONDS
 
 #: Seconds from 0000-01-01 (proleptic Gregorian) to the Unix epoch: Kazoo's ``Timestamp`` base.
 GREGORIAN_OFFSET = 62_167_219_200
@@ -26,6 +29,11 @@ _MIN_MICROS = 946_684_800 * 1_000_000
 _MAX_MICROS = 4_102_444_800 * 1_000_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+#: Longest identifier read from a payload (Kazoo call ids are UUIDs or SIP Call-IDs).
+MAX_ID = 256
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,19}(?:\.[0-9]{1,9})?")
 
 
 def canonical_key(key: object) -> str:
@@ -87,31 +95,48 @@ def as_str(value: Any) -> str | None:
     return None
 
 
+def as_id(value: Any, max_length: int = MAX_ID) -> str | None:
+    """An identifier (call id, Msg-ID, account id, extension): :func:`as_str`, but None
+    unless it has at most ``max_length`` characters, all printable and none a blank (a NUL
+    or newline in an id is never Kazoo's)."""
+    text = as_str(value)
+    if text is None or isinstance(value, bool):
+        return None
+    text = text.strip()
+    if len(text) > max_length or not text.isprintable() or any(c.isspace() for c in text):
+        return None
+    return text
+
+
 def as_int(value: Any) -> int | None:
     """An integer from ``12``, ``"12"``, ``12.0`` or ``" 12 "``; None for ``""`` and the rest.
 
-    Fractions are truncated towards zero (Kazoo counts whole seconds).
+    Text must be ASCII digits (an optional sign and decimal fraction; no exponent, ``nan``
+    or Unicode digits), and the value must fit a signed 64-bit integer. Fractions are
+    truncated towards zero (Kazoo counts whole seconds).
     """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if math.isfinite(value) else None
+        return value if -INT64_MAX <= value <= INT64_MAX else None
     if isinstance(value, str):
         text = value.strip()
-        if not text or len(text) > 40:
+        if not _DECIMAL.fullmatch(text):
             return None
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            number = float(text)
-        except ValueError:
+        value = float(text) if "." in text else int(text)
+        if isinstance(value, int):
+            return value if -INT64_MAX <= value <= INT64_MAX else None
+    if isinstance(value, float):
+        if not math.isfinite(value) or not -INT64_MAX <= value <= INT64_MAX:
             return None
-        return int(number) if math.isfinite(number) else None
+        return int(value)
     return None
+
+
+def as_seconds(value: Any) -> int | None:
+    """A duration in whole seconds (:func:`as_int`) within 0..31 days; None otherwise."""
+    seconds = as_int(value)
+    return seconds if seconds is not None and 0 <= seconds <= MAX_CALL_SECONDS else None
 
 
 def user_part(uri: Any) -> str | None:
@@ -139,7 +164,7 @@ def micros_from_msg_id(value: Any) -> int | None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        if not text.isdigit() or len(text) > 19:
+        if not _DIGITS.fullmatch(text):  # ASCII only: str.isdigit() accepts "²" and "١"
             return None
         micros = int(text)
     elif isinstance(value, int):
@@ -153,7 +178,7 @@ def micros_from_gregorian(value: Any) -> int | None:
     """Kazoo ``Timestamp`` (seconds since year 0) as microseconds since the Unix epoch."""
     micros: int | None = None
     whole = as_int(value)
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    if isinstance(value, int) or (isinstance(value, str) and _DIGITS.fullmatch(value.strip())):
         micros = None if whole is None else (whole - GREGORIAN_OFFSET) * 1_000_000
     elif whole is not None:
         # A fractional value ("63879...5.25"): keep the fraction, to the microsecond.

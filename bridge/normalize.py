@@ -49,7 +49,9 @@ def normalize_kazoo(
     ``account`` is the configured account id; when None, ``Custom-Channel-Vars.Account-ID`` is
     used. ``received_at`` (Unix seconds), when given, is the time to fall back on if the event
     carries none; the event then says so in ``detail.time_source``. Raises ValueError only
-    when ``name`` is not a str or ``payload`` not a dict; any other oddity is read best-effort.
+    when ``name`` is not a str or ``payload`` not a dict; any other oddity is read best-effort:
+    an id that is not printable, holds a blank or exceeds 256 characters, and a duration
+    that is not 0..31 days of seconds in ASCII digits, read as missing (``null``).
     """
     if not isinstance(name, str):
         raise ValueError(f"Kazoo event name must be a str, not {type(name).__name__}")
@@ -58,10 +60,10 @@ def normalize_kazoo(
 
     p = kazoo.canonical(payload)
     ccv = "custom_channel_vars"
-    account_id = account or kazoo.as_str(kazoo.get(p, ccv, "account_id"))
-    account_id = account_id or kazoo.as_str(p.get("account_id"))
-    call_id = kazoo.as_str(p.get("call_id"))
-    msg_id = kazoo.as_str(p.get("msg_id"))
+    account_id = account or kazoo.as_id(kazoo.get(p, ccv, "account_id"))
+    account_id = account_id or kazoo.as_id(p.get("account_id"))
+    call_id = kazoo.as_id(p.get("call_id"))
+    msg_id = kazoo.as_id(p.get("msg_id"))
     event_type = TYPES.get(name.strip().upper(), EventType.OTHER)
 
     detail: dict[str, Any] = {}
@@ -75,8 +77,8 @@ def normalize_kazoo(
         if kazoo.as_str(inception) is not None:
             detail["inception"] = kazoo.as_str(inception)
 
-    extension = kazoo.user_part(p.get("presence_id"))
-    extension = extension or kazoo.as_str(kazoo.get(p, ccv, "username"))
+    extension = kazoo.as_id(kazoo.user_part(p.get("presence_id")))
+    extension = extension or kazoo.as_id(kazoo.get(p, ccv, "username"))
     leg_direction = kazoo.as_str(p.get("call_direction"))
 
     hangup = durations = None
@@ -96,8 +98,8 @@ def normalize_kazoo(
         occurred_at=occurred_at,
         account=account_id,
         call_id=call_id,
-        other_leg_id=kazoo.as_str(p.get("other_leg_call_id")),
-        bridge_id=kazoo.as_str(kazoo.get(p, ccv, "bridge_id")) or kazoo.as_str(p.get("bridge_id")),
+        other_leg_id=kazoo.as_id(p.get("other_leg_call_id")),
+        bridge_id=kazoo.as_id(kazoo.get(p, ccv, "bridge_id")) or kazoo.as_id(p.get("bridge_id")),
         extension=extension,
         direction=_direction(leg_direction) if extension is not None else None,
         leg_direction=leg_direction,
@@ -202,8 +204,8 @@ def _hangup(p: dict[str, Any]) -> Hangup | None:
 
 def _durations(p: dict[str, Any]) -> Durations | None:
     values = Durations(
-        duration=kazoo.as_int(p.get("duration_seconds")),
-        billing=kazoo.as_int(p.get("billing_seconds")),
-        ringing=kazoo.as_int(p.get("ringing_seconds")),
+        duration=kazoo.as_seconds(p.get("duration_seconds")),
+        billing=kazoo.as_seconds(p.get("billing_seconds")),
+        ringing=kazoo.as_seconds(p.get("ringing_seconds")),
     )
     return values if values != Durations() else None

@@ -305,3 +305,50 @@ def test_odd_values_read_as_missing_or_converted():
 def test_name_and_payload_types_are_required(name, payload):
     with pytest.raises(ValueError, match="must be a"):
         normalize_kazoo(name, payload, tenant="acme", account=None)
+
+
+# -- strict numbers and ids ---------------------------------------------------------------------
+
+BAD_SECONDS = [1e40, 10**40, -1e308, -1, 31 * 86_400 + 1, "1e40", "١٢٣", "１２", "NaN", "inf",
+               "1_000", "12\x00", True, [12]]
+
+
+@pytest.mark.parametrize("value", BAD_SECONDS)
+def test_durations_outside_the_rules_read_as_missing(value):
+    event = norm("CHANNEL_DESTROY", {"Call-ID": "c-1", "Duration-Seconds": value,
+                                     "Billing-Seconds": "60", "Ringing-Seconds": 5})
+    assert event.durations == Durations(billing=60, ringing=5)
+    orjson.loads(event.to_json())  # nothing past 64 bits reaches the encoder
+
+
+@pytest.mark.parametrize("msg_id", ["²" * 16, "١" * 16, "1" * 15 + "٢", " 1e15 "])
+def test_msg_id_digits_are_ascii_only(msg_id):
+    event = norm("CHANNEL_CREATE", {"Call-ID": "c-1", "Msg-ID": msg_id})
+    assert event.detail is not None and event.detail["time_source"] == "none"
+
+
+@pytest.mark.parametrize("timestamp", ["٦٣٨٧٩٠٠٠٠٠٠", "63879000000.5e3", 1e40, "inf"])
+def test_gregorian_timestamp_digits_are_ascii_only(timestamp):
+    event = norm("CHANNEL_CREATE", {"Call-ID": "c-1", "Timestamp": timestamp})
+    assert event.occurred_at == "1970-01-01T00:00:00.000Z"
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("Call-ID", "c-1\x00x"), ("Call-ID", "c 1"), ("Call-ID", "c" * 257), ("Call-ID", "c-1\nx"),
+    ("Other-Leg-Call-ID", "o\x00"), ("Presence-ID", "10\x0001@realm"),
+])
+def test_ids_with_control_characters_or_blanks_read_as_missing(key, value):
+    event = norm("CHANNEL_CREATE", {"Call-ID": "ok-1", "Presence-ID": "1001@realm", key: value})
+    fields = {"Call-ID": event.call_id, "Other-Leg-Call-ID": event.other_leg_id,
+              "Presence-ID": event.extension}
+    assert fields[key] is None
+    assert b"\\u0000" not in event.to_json()
+
+
+def test_valid_numbers_and_ids_are_still_read():
+    event = norm("CHANNEL_DESTROY", {"Call-ID": " c-1 ", "Duration-Seconds": "12.7",
+                                     "Billing-Seconds": 10.0, "Ringing-Seconds": " 2 ",
+                                     "Msg-ID": str(1_700_000_000 * 1_000_000)})
+    assert event.call_id == "c-1"
+    assert event.durations == Durations(duration=12, billing=10, ringing=2)
+    assert event.occurred_at.startswith("2023-11-14T22:13:20")

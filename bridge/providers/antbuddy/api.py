@@ -7,13 +7,14 @@ the provider's click-to-call 400 is ``409 device_offline``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.api.endpoints import ApiError, Endpoint, Principal
+from bridge.providers import fields
 from bridge.providers.antbuddy import rest
 from bridge.providers.antbuddy.client import OapiError
 from bridge.redact import register
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from bridge.providers.antbuddy.provider import AntBuddyRest
 
 _MAX_BODY = 4096
+#: Longest sip_user, sip_password or account_id accepted in a click-to-call body.
+MAX_FIELD = 128
 _ERR = {"description": "error", "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/Error"}}}}
 _ACCOUNT_PARAM = {"name": "account_id", "in": "query", "required": False,
@@ -41,6 +44,29 @@ def _upstream_error(exc: OapiError) -> ApiError:
                         "AntBuddy); register the phone and try again")
     status, code, message = _UPSTREAM.get(exc.kind, _UPSTREAM["unavailable"])
     return ApiError(status, code, message)
+
+
+def _optional_id(value: Any, field: str) -> str | None:
+    """None when absent; else a string of 1..128 printable characters without blanks."""
+    if value is None:
+        return None
+    return fields.identifier(value, field, max_length=MAX_FIELD)
+
+
+def _optional_secret(value: Any, field: str) -> str | None:
+    """None when absent; else a string of 1..128 printable characters (a password may hold
+    spaces, kept as given). The error never shows the value."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise fields.FieldError(field, "must be a string")
+    if not value:
+        raise fields.FieldError(field, "is empty")
+    if len(value) > MAX_FIELD:
+        raise fields.FieldError(field, f"is longer than {MAX_FIELD} characters")
+    if not value.isprintable():
+        raise fields.FieldError(field, "must not contain control characters")
+    return value
 
 
 def endpoints(owner: AntBuddyRest) -> list[Endpoint]:
@@ -70,10 +96,13 @@ def endpoints(owner: AntBuddyRest) -> list[Endpoint]:
         if not isinstance(number, str) or not rest.NUMBER_RE.fullmatch(number):
             raise ApiError(422, "invalid_number",
                            "number: 2 to 20 digits (and * #), optionally after a +")
-        if any(v is not None and not isinstance(v, str) for v in (sip_user, sip_password,
-                                                                   account_id)):
-            raise ApiError(422, "invalid_body", "sip_user, sip_password and account_id are "
-                           "strings")
+        try:
+            # Checked before use or logging; messages name the field, never its value.
+            sip_user, sip_password, account_id = (
+                _optional_id(sip_user, "sip_user"), _optional_secret(sip_password, "sip_password"),
+                _optional_id(account_id, "account_id"))
+        except fields.FieldError as exc:
+            raise ApiError(422, "invalid_body", str(exc)) from None
         register(sip_password)
         provider = pick(request, account_id)
         if sip_user is None and sip_password is None:
@@ -108,8 +137,9 @@ def endpoints(owner: AntBuddyRest) -> list[Endpoint]:
             "type": "object", "required": ["number"], "additionalProperties": False,
             "properties": {
                 "number": {"type": "string", "pattern": rest.NUMBER_RE.pattern},
-                "sip_user": {"type": "string"}, "sip_password": {"type": "string"},
-                "account_id": {"type": "string"}}}}}},
+                "sip_user": {"type": "string", "minLength": 1, "maxLength": MAX_FIELD},
+                "sip_password": {"type": "string", "minLength": 1, "maxLength": MAX_FIELD},
+                "account_id": {"type": "string", "minLength": 1, "maxLength": MAX_FIELD}}}}}},
         "responses": {
             "200": {"description": "the device is ringing", "content": {"application/json": {
                 "schema": {"type": "object", "properties": {

@@ -98,7 +98,7 @@ class LiveLedger:
             end = kazoo.micros_from_gregorian(p.get("timestamp"))
         if end is None:
             return
-        duration = kazoo.as_int(p.get("duration_seconds")) or 0
+        duration = kazoo.as_seconds(p.get("duration_seconds")) or 0
         parties = set()
         for key, uri in (("caller_id_number", "from"), ("callee_id_number", "to")):
             value = kazoo.as_str(p.get(key)) or kazoo.user_part(p.get(uri))

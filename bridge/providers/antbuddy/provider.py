@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable
 
 from bridge.backoff import backoff
+from bridge.logs import Every
 from bridge.providers.antbuddy import rest
 from bridge.providers.antbuddy.client import OapiClient, OapiError
 from bridge.providers.antbuddy.gaps import LiveLedger, OutageTracker, Window
@@ -22,6 +23,8 @@ from bridge.upstream.stream import State
 log = logging.getLogger("bridge.providers.antbuddy")
 
 MAX_PENDING = 16  # outage windows waiting to be filled; older ones merge into the newest
+#: Seconds between two warnings about skipped history records.
+SKIP_LOG_INTERVAL = 60.0
 
 
 class AntBuddyRest(Provider):
@@ -46,7 +49,8 @@ class AntBuddyRest(Provider):
         self.ledger = LiveLedger()
         self.pending: list[Window] = []
         self.counts = {"outages": 0, "fills": 0, "fill_errors": 0, "records": 0,
-                       "matched_live": 0, "emitted": 0}
+                       "matched_live": 0, "emitted": 0, "skipped": 0}
+        self._skip_log = Every(SKIP_LOG_INTERVAL)
         self.last_error: str | None = None
         #: Every provider of the service; only the first (``endpoints_owner``) declares routes.
         self.directory: list[AntBuddyRest] = [self]
@@ -110,6 +114,14 @@ class AntBuddyRest(Provider):
             self.pending.pop(0)
             self.last_error = None
 
+    def _skip(self, exc: ValueError) -> None:
+        """Count a refused history record; warn at most every SKIP_LOG_INTERVAL seconds,
+        naming the field (never its value). The other records of the page are used."""
+        self.counts["skipped"] += 1
+        if self._skip_log.due():
+            log.warning("%s: history record skipped: %s (%d skipped so far)", self.name, exc,
+                        self.counts["skipped"])
+
     async def fill(self, start: int, end: int) -> int:
         """Submit ``call.completed`` for every record of ``[start, end]`` not seen live;
         returns how many were submitted (duplicates of earlier fills are dropped by id)."""
@@ -117,8 +129,10 @@ class AntBuddyRest(Provider):
         emitted = 0
         async for page in self.client.histories(start, end):
             for raw in page:
-                record = rest.parse_record(raw)
-                if record is None:
+                try:
+                    record = rest.parse_record(raw)
+                except ValueError as exc:
+                    self._skip(exc)
                     continue
                 self.counts["records"] += 1
                 if self.ledger.seen(record):

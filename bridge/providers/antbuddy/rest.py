@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from bridge.events import Durations, Event, EventType, Hangup, Party
 from bridge.kazoo import iso_from_micros
+from bridge.providers import fields
 
 MAX_WINDOW = 31 * 86_400  # seconds; the provider refuses longer history filters
 MAX_LIMIT = 100
@@ -117,36 +118,50 @@ class HistoryRecord:
         return self.start + self.duration
 
 
-def _int(value: Any) -> int:
-    try:
-        return max(0, int(float(value)))
-    except (TypeError, ValueError):
+#: ``unix_timestamp`` bounds: after the Unix epoch and before 2100-01-01.
+MAX_TIMESTAMP = 4_102_444_800
+MAX_TEXT = 256
+
+
+def _seconds(raw: dict[str, Any], field: str) -> int:
+    """A duration in whole seconds, 0..31 days; missing (null or ``""``) reads as 0."""
+    value = raw.get(field)
+    if value is None or value == "":
         return 0
+    return fields.integer(value, field, lo=0, hi=fields.MAX_CALL_SECONDS)
 
 
-def _text(value: Any) -> str | None:
-    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
-        return str(value).strip()
-    return None
+def _text(raw: Any, field: str, where: str = "") -> str | None:
+    value = raw.get(field) if isinstance(raw, dict) else None
+    return fields.text(value, where + field, max_length=MAX_TEXT, numbers=True)
 
 
-def _names(party: Any) -> tuple[str, ...]:
-    if not isinstance(party, dict):
+def _names(raw: dict[str, Any], side: str) -> tuple[str, ...]:
+    party = raw.get(side)
+    if party is None:
         return ()
-    return tuple(n for n in (_text(party.get("number")), _text(party.get("username"))) if n)
+    if not isinstance(party, dict):
+        raise fields.FieldError(side, "must be an object")
+    return tuple(n for n in (_text(party, "number", f"{side}."),
+                             _text(party, "username", f"{side}.")) if n)
 
 
-def parse_record(raw: dict[str, Any]) -> HistoryRecord | None:
-    """A history record, or None when it has no usable ``unix_timestamp``."""
-    start = _int(raw.get("unix_timestamp"))
-    if start <= 0:
-        return None
+def parse_record(raw: dict[str, Any]) -> HistoryRecord:
+    """A history record, or FieldError (a ValueError) naming the field that breaks its rule.
+
+    ``unix_timestamp``: required, whole seconds in 1..4102444800 (a JSON integer or ASCII
+    digits); ``duration_seconds`` / ``billing_seconds``: 0..31 days (missing: 0); texts
+    (parties' ``number`` / ``username``, ``direction``, ``class``, ``status_detail``,
+    ``did_number``, ``recording``): strings (or integers) of at most 256 characters without
+    control characters.
+    """
+    start = fields.integer(raw.get("unix_timestamp"), "unix_timestamp", lo=1, hi=MAX_TIMESTAMP)
     return HistoryRecord(
-        start=start, duration=_int(raw.get("duration_seconds")),
-        billing=_int(raw.get("billing_seconds")), caller=_names(raw.get("caller")),
-        callee=_names(raw.get("callee")), direction=_text(raw.get("direction")),
-        call_class=_text(raw.get("class")), status=_text(raw.get("status_detail")),
-        did_number=_text(raw.get("did_number")), recording=_text(raw.get("recording")), raw=raw)
+        start=start, duration=_seconds(raw, "duration_seconds"),
+        billing=_seconds(raw, "billing_seconds"), caller=_names(raw, "caller"),
+        callee=_names(raw, "callee"), direction=_text(raw, "direction"),
+        call_class=_text(raw, "class"), status=_text(raw, "status_detail"),
+        did_number=_text(raw, "did_number"), recording=_text(raw, "recording"), raw=raw)
 
 
 def record_id(app_id: str, account: str, record: HistoryRecord) -> str:

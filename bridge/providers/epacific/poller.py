@@ -16,6 +16,7 @@ import orjson
 from bridge.brokers.base import BrokerError
 from bridge.cursors import CursorStore
 from bridge.events import Event
+from bridge.logs import Every
 from bridge.providers.epacific.client import EPacificClient
 from bridge.providers.epacific.cursor import CdrCursor
 from bridge.providers.epacific.protocol import (
@@ -23,7 +24,7 @@ from bridge.providers.epacific.protocol import (
     cdr_event,
     cdr_key,
     iso_ms,
-    online_set,
+    online_entries,
     presence_events,
     request_start,
     window_bounds,
@@ -34,6 +35,8 @@ log = logging.getLogger("bridge.providers.epacific")
 
 #: Safety bound on pages read in one poll (the provider's paging could loop).
 MAX_PAGES = 10_000
+#: Seconds between two warnings about skipped records.
+SKIP_LOG_INTERVAL = 60.0
 #: Longest wait between polls while a poller keeps failing.
 MAX_RETRY_DELAY = 300.0
 
@@ -90,6 +93,7 @@ class CdrPoller:
         self.status = Status()
         self.emitted = 0
         self.skipped = 0
+        self._skip_log = Every(SKIP_LOG_INTERVAL)
 
     async def _load(self, now: datetime) -> CdrCursor:
         text = await self._cursors.get(self.cursor_name)
@@ -120,19 +124,31 @@ class CdrPoller:
         return new
 
     def _emit(self, cursor: CdrCursor, record: dict[str, Any]) -> int:
-        key = cdr_key(record)
+        try:
+            key = cdr_key(record)
+        except ValueError as exc:
+            self._skip(None, exc)
+            return 0
         if key in cursor.seen:
             return 0
         try:
             event, start = cdr_event(self.tenant, record, self._tz)
         except ValueError as exc:
-            self.skipped += 1
-            log.warning("epacific/%s: CDR %s skipped: %s", self.tenant, key[:64], exc)
+            self._skip(key, exc)
             return 0
         self._submit(event)
         cursor.remember(key, start)
         self.emitted += 1
         return 1
+
+
+    def _skip(self, key: str | None, exc: ValueError) -> None:
+        """Count a refused CDR; warn at most every SKIP_LOG_INTERVAL seconds. The warning
+        names the field (the message of :func:`cdr_event`), never a field's value."""
+        self.skipped += 1
+        if self._skip_log.due():
+            log.warning("epacific/%s: CDR %sskipped: %s (%d skipped so far)", self.tenant,
+                        f"{key[:64]} " if key else "", exc, self.skipped)
 
 
 class PresencePoller:
@@ -150,10 +166,18 @@ class PresencePoller:
         self.cursor_name = f"epacific:{tenant}:presence"
         self.status = Status()
         self.online: set[str] | None = None
+        #: ext_reg entries refused (a malformed extension name); the rest are used.
+        self.skipped = 0
+        self._skip_log = Every(SKIP_LOG_INTERVAL)
 
     async def poll(self) -> list[Event]:
         answer = await self._client.online()
-        current = online_set(answer)
+        current, problems = online_entries(answer)
+        if problems:
+            self.skipped += len(problems)
+            if self._skip_log.due():
+                log.warning("epacific/%s: ext_reg entries skipped: %s (%d skipped so far)",
+                            self.tenant, "; ".join(problems[:5]), self.skipped)
         before = self.online
         if before is None:
             saved = await self._cursors.get(self.cursor_name)

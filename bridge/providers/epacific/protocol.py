@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from bridge.events import Durations, Event, EventType, Hangup, Party
+from bridge.providers import fields
 
 PROVIDER = "epacific"
 #: Bounds leave an ambiguous wall time by whole minutes: the result is the same minute for every
@@ -88,6 +89,9 @@ _LOCAL_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%
 def parse_local(text: str, tz: ZoneInfo) -> datetime:
     """A provider wall time as UTC. An ambiguous wall time reads as its first occurrence."""
     raw = text.strip()
+    # strptime's %Y/%d also read non-ASCII digits: only ASCII dates are provider dates.
+    if not raw.isascii() or len(raw) > 40:
+        raise ValueError("unrecognised date")
     for fmt in _LOCAL_FORMATS:
         try:
             naive = datetime.strptime(raw, fmt)
@@ -97,38 +101,49 @@ def parse_local(text: str, tz: ZoneInfo) -> datetime:
     raise ValueError(f"unrecognised date {raw[:40]!r}")
 
 
-_HMS = re.compile(r"^(\d+):([0-5]?\d):([0-5]?\d)$")
+_HMS = re.compile(r"([0-9]{1,4}):([0-5]?[0-9]):([0-5]?[0-9])")
+#: Bounds of the CDR's numbers: post-dial delay in seconds, mean opinion score (1..5; 0 is
+#: written by switches that measured nothing).
+MAX_PDD = 86_400.0
+MAX_MOS = 5.0
+MAX_ID = 128
+MAX_TEXT = 256
+MAX_URL = 2048
+MAX_EXTENSION = 64
+
+
+def parse_hms(value: Any, field: str) -> int | None:
+    """``hh:mm:ss`` (hours may exceed 23) as seconds; a bare number is taken as seconds.
+
+    None when absent (null or ``""``). ASCII digits only, at most 31 days; FieldError
+    otherwise.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        match = _HMS.fullmatch(value.strip())
+        if match:
+            h, m, s = (int(g) for g in match.groups())
+            value = h * 3600 + m * 60 + s
+    return fields.integer(value, field, lo=0, hi=fields.MAX_CALL_SECONDS)
 
 
 def hms_seconds(value: Any) -> int | None:
-    """``hh:mm:ss`` (hours may exceed 23) as seconds; a bare number is taken as seconds."""
+    """:func:`parse_hms`, with None for a malformed value too."""
+    try:
+        return parse_hms(value, "duration")
+    except fields.FieldError:
+        return None
+
+
+def _number(value: Any, field: str, hi: float) -> float | None:
     if value is None or value == "":
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    match = _HMS.match(str(value).strip())
-    if match:
-        h, m, s = (int(g) for g in match.groups())
-        return h * 3600 + m * 60 + s
-    try:
-        return int(float(str(value)))
-    except ValueError:
-        return None
+    return fields.number(value, field, lo=0.0, hi=hi)
 
 
-def _number(value: Any) -> float | None:
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _text(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return str(value)
+def _text(value: Any, field: str, max_length: int = MAX_TEXT) -> str | None:
+    return fields.text(value, field, max_length=max_length, numbers=True)
 
 
 def check_answer(status: int, body: bytes) -> dict[str, Any]:
@@ -177,15 +192,24 @@ def has_next(answer: dict[str, Any], page: int, count: int) -> bool:
     if "next_page" in paging:
         flag = paging["next_page"]
         return flag is True or str(flag).lower() in ("true", "1")
-    pages = _number(paging.get("page_count"))
+    try:
+        pages = _number(paging.get("page_count"), "paging.page_count", float(2**31))
+    except fields.FieldError as exc:
+        raise EPacificError(f"ePacific answered malformed paging: {exc}", kind="garbage") \
+            from None
     return pages is not None and page < pages
 
 
 def cdr_key(cdr: dict[str, Any]) -> str:
-    """The CDR's own call id, else a hash of the fields a CDR never changes."""
-    own = _text(cdr.get("call_id") or cdr.get("uuid") or cdr.get("id"))
-    if own:
-        return own
+    """The CDR's own call id, else a hash of the fields a CDR never changes.
+
+    The first of ``call_id``, ``uuid``, ``id`` that is present (not null or ``""``) must be an
+    id (1..128 printable characters, or a non-negative integer): FieldError otherwise.
+    """
+    for name in ("call_id", "uuid", "id"):
+        value = cdr.get(name)
+        if value is not None and value != "":
+            return fields.identifier(value, name, max_length=MAX_ID, numbers=True)
     stable = "|".join(str(cdr.get(k, "")) for k in
                       ("direction", "source", "destination", "start", "duration", "status"))
     return "h" + hashlib.sha256(stable.encode()).hexdigest()[:24]
@@ -196,25 +220,42 @@ def cdr_event_id(tenant: str, key: str) -> str:
 
 
 def cdr_event(tenant: str, cdr: dict[str, Any], tz: ZoneInfo) -> tuple[Event, datetime]:
-    """The ``call.completed`` event of one CDR, and its start (UTC). ValueError if unusable."""
-    start = parse_local(str(cdr.get("start") or ""), tz)
+    """The ``call.completed`` event of one CDR, and its start (UTC).
+
+    ValueError (a :class:`~bridge.providers.fields.FieldError` naming the field) when the CDR
+    is unusable: ``start`` not a provider date; ``tta`` / ``duration`` not 0..31 days of
+    seconds (``duration`` as ``hh:mm:ss`` or seconds); ``pdd`` not 0..86400; ``mos`` not
+    0..5; a text over its length or holding control characters; a malformed id.
+    """
+    raw_start = cdr.get("start")
+    if not isinstance(raw_start, str):
+        raise fields.FieldError("start", "is missing" if raw_start is None else
+                                "must be a date string")
+    try:
+        start = parse_local(raw_start, tz)
+    except ValueError:
+        raise fields.FieldError("start", "is not a date (YYYY-MM-DD HH:mm[:ss])") from None
     key = cdr_key(cdr)
-    direction = str(cdr.get("direction") or "").lower() or None
-    source, destination = _text(cdr.get("source")), _text(cdr.get("destination"))
+    direction = (_text(cdr.get("direction"), "direction") or "").lower() or None
+    source = _text(cdr.get("source"), "source")
+    destination = _text(cdr.get("destination"), "destination")
     extension, pov = (destination, "incoming") if direction == "inbound" else (source, "outgoing")
-    tta, talk = hms_seconds(cdr.get("tta")), hms_seconds(cdr.get("duration"))
+    tta, talk = parse_hms(cdr.get("tta"), "tta"), parse_hms(cdr.get("duration"), "duration")
     total = tta + talk if tta is not None and talk is not None else None
-    detail = {"direction": direction, "recording": _text(cdr.get("recording")),
-              "start_local": _text(cdr.get("start")), "timezone": tz.key,
-              "tta": tta, "pdd": _number(cdr.get("pdd")), "mos": _number(cdr.get("mos")),
+    detail = {"direction": direction,
+              "recording": _text(cdr.get("recording"), "recording", MAX_URL),
+              "start_local": raw_start, "timezone": tz.key,
+              "tta": tta, "pdd": _number(cdr.get("pdd"), "pdd", MAX_PDD),
+              "mos": _number(cdr.get("mos"), "mos", MAX_MOS),
               "record_key": key}
+    cid_name, status = _text(cdr.get("cid_name"), "cid_name"), _text(cdr.get("status"), "status")
     event = Event(
         id=cdr_event_id(tenant, key), type=EventType.COMPLETED, provider=PROVIDER, tenant=tenant,
         occurred_at=iso_ms(start), call_id=key, extension=extension,
         direction=pov if direction else None,
-        caller=Party(number=source, name=_text(cdr.get("cid_name"))),
+        caller=Party(number=source, name=cid_name),
         callee=Party(number=destination),
-        hangup=Hangup(cause=_text(cdr.get("status"))),
+        hangup=Hangup(cause=status),
         durations=Durations(duration=total, billing=talk, ringing=tta),
         upstream={"name": "cdr", "call_id": key},
         detail={k: v for k, v in detail.items() if v is not None},
@@ -222,24 +263,42 @@ def cdr_event(tenant: str, cdr: dict[str, Any], tz: ZoneInfo) -> tuple[Event, da
     return event, start
 
 
-def online_set(answer: dict[str, Any]) -> set[str]:
-    """The registered extensions of an ``ext_reg`` answer (strings, or objects naming one)."""
+def online_entries(answer: dict[str, Any]) -> tuple[set[str], list[str]]:
+    """The registered extensions of an ``ext_reg`` answer (strings, or objects naming one),
+    and the problems of entries skipped because their name breaks the rule (1..64 characters
+    without control characters, or a non-negative integer). EPacificError when the answer is
+    not such a list at all."""
     data = answer.get("data", answer.get("result", []))
     if not isinstance(data, list):
         raise EPacificError("ePacific ext_reg answer has no list of extensions", kind="garbage")
     out: set[str] = set()
-    for item in data:
-        if isinstance(item, (str, int)) and not isinstance(item, bool):
-            out.add(str(item))
-        elif isinstance(item, dict):
-            name = next((item[k] for k in ("extension", "ext", "username", "user", "name")
-                         if item.get(k) not in (None, "")), None)
-            if name is None:
+    problems: list[str] = []
+    for index, item in enumerate(data):
+        field = f"data[{index}]"
+        if isinstance(item, dict):
+            key = next((k for k in ("extension", "ext", "username", "user", "name")
+                        if item.get(k) not in (None, "")), None)
+            if key is None:
                 raise EPacificError("ePacific ext_reg entry names no extension", kind="garbage")
-            out.add(str(name))
-        else:
+            item, field = item[key], f"{field}.{key}"
+        elif item is None or not isinstance(item, (str, int, float)):
             raise EPacificError("ePacific ext_reg answer has a malformed entry", kind="garbage")
-    return out
+        try:
+            name = fields.text(item, field, max_length=MAX_EXTENSION, numbers=True)
+            if isinstance(item, int) and not isinstance(item, bool) and item < 0:
+                raise fields.FieldError(field, "must not be negative")
+            if name is None:
+                raise fields.FieldError(field, "is empty")
+        except fields.FieldError as exc:
+            problems.append(str(exc))
+            continue
+        out.add(name)
+    return out, problems
+
+
+def online_set(answer: dict[str, Any]) -> set[str]:
+    """The registered extensions of an ``ext_reg`` answer (see :func:`online_entries`)."""
+    return online_entries(answer)[0]
 
 
 def presence_events(tenant: str, before: set[str] | None, now_online: set[str],

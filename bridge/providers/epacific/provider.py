@@ -10,10 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.api.endpoints import ApiError, Endpoint, Principal
+from bridge.providers import fields
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.epacific.client import EPacificClient
 from bridge.providers.epacific.poller import CdrPoller, PresencePoller, guarded
-from bridge.providers.epacific.protocol import EPacificError, cdr_event
+from bridge.providers.epacific.protocol import MAX_ID, EPacificError, cdr_event
 from bridge.providers.settings import EPacificAccount
 from bridge.redact import register
 
@@ -56,6 +57,7 @@ class EPacificProvider(Provider):
         cdr, presence = self.cdrs.status.to_dict(), self.presence.status.to_dict()
         cdr.update(emitted=self.cdrs.emitted, skipped=self.cdrs.skipped)
         presence["online"] = len(self.presence.online) if self.presence.online is not None else None
+        presence["skipped"] = self.presence.skipped
         return {"name": self.name, "ok": cdr["ok"] and presence["ok"], "cdr": cdr,
                 "presence": presence}
 
@@ -66,9 +68,12 @@ class EPacificProvider(Provider):
 
     async def _lookup(self, request: Request, principal: Principal | None) -> Response:
         provider = self
-        call_id = request.path_params["call_id"]
-        if not 0 < len(call_id) <= 128:
-            raise ApiError(400, "bad_call_id", "call_id must be 1..128 characters")
+        try:
+            call_id = fields.identifier(request.path_params["call_id"], "call_id",
+                                        max_length=MAX_ID)
+        except fields.FieldError as exc:
+            raise ApiError(400, "bad_call_id", f"{exc} (1..{MAX_ID} printable characters, "
+                           "no blanks)") from None
         try:
             records = await provider.client.cdr_by_call_id(call_id)
         except EPacificError as exc:

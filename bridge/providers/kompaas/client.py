@@ -8,19 +8,26 @@ from typing import Any
 import httpx
 
 from bridge.api.endpoints import ApiError
+from bridge.providers import fields
+from bridge.providers.kompaas.outcome import parse_uuid
 from bridge.redact import redact
 
 log = logging.getLogger("bridge.providers.kompaas")
 
 CONFIRMATION_PATH = "/api/protected/api/auth/confirmationCall"
 _MAX_MESSAGE = 200
+#: The answer's fields kept besides the id, each text (or an integer read as its digits).
+ANSWER_FIELDS = ("login_did", "code", "account_id")
+MAX_ANSWER_TEXT = 64
 
 
 async def confirmation_call(http: httpx.AsyncClient, api_url: str, token: str,
                             phone: str) -> dict[str, Any]:
     """Ask Kompaas to place a verification call to ``phone``; its ``object`` on success.
 
-    The returned dict always has a non-empty string ``verification_call_uuid``. Failures raise
+    The returned dict always has a valid ``verification_call_uuid`` (see
+    :func:`~.outcome.parse_uuid`) and ``login_did``, ``code`` and ``account_id``, each text of at
+    most 64 characters or None (also when Kompaas sent something else). Failures raise
     :class:`ApiError`: 502 when Kompaas rejects callbridge's token or answers nonsense, 402 on a
     payment refusal, 400 when it rejects the number, 503 when it limits the rate, 502/504 when it
     is down or slow. Messages never include the token.
@@ -56,16 +63,30 @@ async def confirmation_call(http: httpx.AsyncClient, api_url: str, token: str,
         raise ApiError(502, "provider_error", f"Kompaas answered HTTP {status}"
                        + (f": {message}" if message else ""))
     obj = body.get("object") if isinstance(body, dict) else None
-    uuid = obj.get("verification_call_uuid") if isinstance(obj, dict) else None
-    if not isinstance(body, dict) or body.get("status") != "success" \
-            or not isinstance(uuid, str) or not uuid.strip():
+    raw_uuid = obj.get("verification_call_uuid") if isinstance(obj, dict) else None
+    uuid: str | None = None
+    problem = ""
+    try:
+        uuid = parse_uuid(raw_uuid)
+    except ValueError as exc:
+        problem = f" (it {exc})" if raw_uuid is not None else ""
+    if not isinstance(body, dict) or body.get("status") != "success" or uuid is None:
         log.warning("kompaas confirmationCall: unexpected answer: %s", redact(response.text[:500]))
+        detail = problem if uuid is None else ""
         raise ApiError(502, "provider_bad_answer",
-                       "Kompaas answered without a verification_call_uuid"
+                       "Kompaas answered without a valid verification_call_uuid" + detail
                        + (f": {message}" if message else ""))
     assert isinstance(obj, dict)
-    return {k: (str(v) if v is not None else None) for k, v in obj.items()
-            if k in ("login_did", "code", "account_id", "verification_call_uuid")}
+    answer: dict[str, Any] = {"verification_call_uuid": uuid}
+    for key in ANSWER_FIELDS:
+        # The call is placed by now: a malformed extra field is dropped (null), not fatal.
+        try:
+            answer[key] = fields.text(obj.get(key), key, max_length=MAX_ANSWER_TEXT,
+                                      numbers=True)
+        except fields.FieldError as exc:
+            answer[key] = None
+            log.warning("kompaas confirmationCall: %s; reported as null", exc)
+    return answer
 
 
 def _json(response: httpx.Response) -> Any:

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bridge.events import Event, EventType, Hangup, Party
+from bridge.providers import fields
 
 PROVIDER = "kompaas"
 
@@ -46,6 +47,9 @@ TIMED_OUT = "timed_out"
 MIN_DIGITS = 8
 MAX_DIGITS = 15
 MAX_UUID_LENGTH = 128
+#: Q.931 cause values are 7-bit codes (ITU-T Q.850): anything above is not a cause.
+MAX_Q931 = 127
+MAX_FINAL_LENGTH = 64
 _UUID_RE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no blanks
 
 
@@ -93,7 +97,8 @@ def extract(body: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(current, dict):
             current = current.get(part)
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+        elif isinstance(current, list) and part.isascii() and part.isdigit() \
+                and int(part) < len(current):
             current = current[int(part)]
         else:
             return None
@@ -103,37 +108,39 @@ def extract(body: Any, path: str) -> Any:
 
 
 def parse_uuid(value: Any) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
+    """The verification id: a string of 1..128 printable ASCII characters without blanks
+    (``fa278be48dc2_117793``; blanks around it are removed). A number is refused: the
+    document's ids always hold a ``_``, so a numeric one is a misconfigured template."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError("is missing")
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
     value = value.strip()
     if len(value) > MAX_UUID_LENGTH or not _UUID_RE.fullmatch(value):
-        raise ValueError("is not a verification call id")
+        raise ValueError(f"is not a verification call id (1..{MAX_UUID_LENGTH} printable "
+                         "ASCII characters, no blanks)")
     return value
 
 
 def parse_q931(value: Any) -> int:
-    """An integer code, given as a JSON number or a string of digits (templates may quote it)."""
-    if isinstance(value, bool):
-        raise ValueError("is not a number")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 4:
-        return int(value.strip())
-    if value is None:
-        raise ValueError("is missing")
-    raise ValueError("is not a number")
+    """The Q.931 cause: 0..127 (a 7-bit code), as a JSON integer, a whole JSON number
+    (``16.0``) or a string of ASCII digits (templates may quote it). Booleans, fractions,
+    Unicode digits and anything out of range are refused."""
+    try:
+        return fields.integer(value, "", lo=0, hi=MAX_Q931)
+    except fields.FieldError as exc:
+        raise ValueError(exc.problem) from None
 
 
 def parse_final(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
+    """The final status (``ANSWER``, ``CANCEL``...): None when absent or blank, else at
+    most 64 characters without control characters."""
+    if value is not None and not isinstance(value, str):
         raise ValueError("is not a string")
-    return value.strip()[:64] or None
+    try:
+        return fields.text(value, "", max_length=MAX_FINAL_LENGTH)
+    except fields.FieldError as exc:
+        raise ValueError(exc.problem) from None
 
 
 def event_id(tenant: str, uuid: str) -> str:

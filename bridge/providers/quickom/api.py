@@ -6,6 +6,7 @@ request to the provider of the tenant in its path.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from starlette.background import BackgroundTask
@@ -13,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from bridge.api.endpoints import ApiError, Endpoint, Principal
+from bridge.providers import fields
+from bridge.providers.quickom.calls import MAX_ID
 from bridge.providers.quickom.client import QuickomError
 
 if TYPE_CHECKING:
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
 
 _CHUNK = 64 * 1024
 _PASSED_HEADERS = ("content-type", "content-length", "content-disposition")
+_INDEX = re.compile(r"[0-9]{1,6}")
 
 _PARTY = {"type": "object", "additionalProperties": True}
 _CALL = {
@@ -58,7 +62,8 @@ def webhook_operation() -> dict[str, Any]:
             "200": {"description": "accepted, or a repeat dropped", "content": {
                 "application/json": {"schema": {"type": "object", "properties": {
                     "status": {"type": "string", "enum": ["accepted", "duplicate"]}}}}}},
-            "400": _error("malformed JSON or no call_id"),
+            "400": _error("malformed JSON, no call_id, or a field breaking its rule "
+                          "(docs/providers/quickom.md; the message names the field)"),
             "401": _error("missing or wrong signature"),
             "404": _error("no Quickom account for this tenant"),
             "413": _error("body larger than max_body_bytes"),
@@ -74,10 +79,11 @@ def _upstream_errors() -> dict[str, Any]:
 
 
 def _call_id(request: Request) -> str:
-    call_id = request.path_params["call_id"]
-    if not call_id or len(call_id) > 256:
-        raise ApiError(400, "invalid_call_id", "call_id must be 1..256 characters")
-    return call_id
+    try:
+        return fields.identifier(request.path_params["call_id"], "call_id", max_length=MAX_ID)
+    except fields.FieldError as exc:
+        raise ApiError(400, "invalid_call_id", f"{exc} (1..{MAX_ID} printable characters, "
+                       "no blanks)") from None
 
 
 def _raise(exc: QuickomError) -> ApiError:
@@ -88,13 +94,15 @@ def _selector(request: Request) -> tuple[str | None, int | None]:
     record_id = request.query_params.get("record_id")
     index_text = request.query_params.get("record_index")
     if record_id is not None:  # record_id wins over record_index, as Quickom documents
-        if not record_id:
-            raise ApiError(400, "invalid_record_id", "record_id must not be empty")
-        return record_id, None
+        try:
+            return fields.identifier(record_id, "record_id", max_length=MAX_ID), None
+        except fields.FieldError as exc:
+            raise ApiError(400, "invalid_record_id", str(exc)) from None
     if index_text is None:
         return None, None
-    if not index_text.isdigit() or len(index_text) > 6:
-        raise ApiError(400, "invalid_record_index", "record_index must be an integer >= 0")
+    if not _INDEX.fullmatch(index_text):
+        raise ApiError(400, "invalid_record_index",
+                       "record_index must be an integer in 0..999999 (ASCII digits)")
     return None, int(index_text)
 
 
@@ -155,15 +163,15 @@ def api_endpoints(provider: QuickomProvider) -> list[Endpoint]:
             "parameters": [
                 call_param,
                 {"name": "record_id", "in": "query", "required": False,
-                 "schema": {"type": "string", "minLength": 1}},
+                 "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID}},
                 {"name": "record_index", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 0}},
+                 "schema": {"type": "integer", "minimum": 0, "maximum": 999_999}},
             ],
             "responses": {
                 "200": {"description": "the recording", "content": {
                     "application/octet-stream": {"schema": {"type": "string",
                                                             "format": "binary"}}}},
-                "400": _error("invalid record_id or record_index"),
+                "400": _error("invalid call_id, record_id or record_index"),
                 **_upstream_errors(),
             },
         }, ("quickom",), tenant=provider.tenant),

@@ -10,17 +10,21 @@ is the same, so the broker drops it) rather than loses.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
 from bridge.cursors import CursorStore
 from bridge.events import Event
+from bridge.logs import Every
 from bridge.providers.quickom.calls import InvalidCall, call_event, epoch_seconds
 from bridge.providers.quickom.client import QuickomClient
 from bridge.recent import RecentIds
 
 log = logging.getLogger("bridge.providers.quickom")
+
+#: Seconds between two warnings about skipped records.
+SKIP_LOG_INTERVAL = 60.0
 
 
 class SeenCalls(RecentIds):
@@ -58,6 +62,9 @@ class Backfill:
         self._limit = limit
         self.seen = seen
         self._loaded = False
+        #: Records refused by :func:`call_event` (each named in a rate-limited warning).
+        self.skipped = 0
+        self._skip_log = Every(SKIP_LOG_INTERVAL)
 
     async def poll(self) -> int:
         """One backfill: emit the calls not seen before, save the cursor; the number emitted.
@@ -73,8 +80,12 @@ class Backfill:
         for record in sorted(records, key=_end_key):
             try:
                 event = call_event(record, self.tenant)
-            except InvalidCall:
-                log.warning("quickom/%s: backfilled call without call_id skipped", self.tenant)
+            except InvalidCall as exc:
+                # One bad record must not block the others (nor the cursor) forever.
+                self.skipped += 1
+                if self._skip_log.due():
+                    log.warning("quickom/%s: backfilled call skipped: %s (%d skipped so far)",
+                                self.tenant, exc, self.skipped)
                 continue
             assert event.call_id is not None
             if event.call_id in self.seen:
@@ -89,5 +100,5 @@ class Backfill:
         return emitted
 
 
-def _end_key(record: dict) -> float:
+def _end_key(record: dict[str, Any]) -> float:
     return epoch_seconds(record.get("end_time")) or 0.0

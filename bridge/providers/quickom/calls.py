@@ -13,15 +13,29 @@ import time
 from typing import Any
 
 from bridge.events import Durations, Event, EventType, Party
+from bridge.providers import fields
 
 PROVIDER = "quickom"
 #: Times at or above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _MS_THRESHOLD = 1e11
-_MAX_TEXT = 256
+#: Times are positive and below this (milliseconds in the year 33658): a 64-bit-safe bound.
+MAX_TIME = 1e15
+MAX_ID = 256
+MAX_TEXT = 256
+#: A call with more recordings than this is not a call record.
+MAX_RECORDS = 1000
+#: Party fields, and those that may come as JSON integers (ids and numbers written unquoted).
+_PARTY_FIELDS = {"customer_info": ("customer_id", "name", "phone_number", "email"),
+                 "callee_info": ("member_id", "name", "phone_number", "email")}
+_NUMERIC_OK = frozenset({"customer_id", "member_id", "phone_number"})
 
 
 class InvalidCall(ValueError):
-    """A record without the fields a call needs (a ``call_id``)."""
+    """A record that is not a usable call: no ``call_id``, or a field that breaks its rule.
+
+    The message names the field (``start_time``, ``record_files[0].record_id``...) and never
+    holds its value.
+    """
 
 
 def event_id(tenant: str, call_id: str) -> str:
@@ -30,17 +44,24 @@ def event_id(tenant: str, call_id: str) -> str:
     return base64.b32encode(digest[:16]).decode().rstrip("=").lower()
 
 
-def epoch_seconds(value: Any) -> float | None:
-    """A Quickom time (seconds or milliseconds since the epoch, number or digits) in seconds."""
-    if isinstance(value, bool) or value is None:
+def parse_time(value: Any, field: str) -> float | None:
+    """A Quickom time in seconds: None when absent (null); else seconds or milliseconds since
+    the epoch, as a JSON number or a decimal string of ASCII digits, above 0 and below
+    :data:`MAX_TIME`. FieldError otherwise (``"١٢٣"``, ``"1e40"``, ``true``, ``-1``...)."""
+    if value is None:
         return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not 0 < number < 1e15:
-        return None
+    number = fields.number(value, field, lo=0.0, hi=MAX_TIME)
+    if number <= 0 or number >= MAX_TIME:
+        raise fields.FieldError(field, f"must be above 0 and below {MAX_TIME:.0e}")
     return number / 1000 if number >= _MS_THRESHOLD else number
+
+
+def epoch_seconds(value: Any) -> float | None:
+    """:func:`parse_time`, with None for a malformed time too (for sorting only)."""
+    try:
+        return parse_time(value, "time")
+    except fields.FieldError:
+        return None
 
 
 def iso(seconds: float) -> str:
@@ -49,54 +70,85 @@ def iso(seconds: float) -> str:
         f".{millis % 1000:03d}Z"
 
 
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (str, int, float)):
-        text = str(value).strip()
-        return text[:_MAX_TEXT] or None
-    return None
-
-
-def _info(record: dict[str, Any], key: str) -> dict[str, Any]:
+def _info(record: dict[str, Any], key: str) -> dict[str, str | None]:
+    """The party object ``key`` (missing or null: no party), its documented fields read."""
     info = record.get(key)
-    return info if isinstance(info, dict) else {}
+    if info is None:
+        info = {}
+    if not isinstance(info, dict):
+        raise fields.FieldError(key, "must be an object")
+    return {name: fields.text(info.get(name), f"{key}.{name}", max_length=MAX_TEXT,
+                              numbers=name in _NUMERIC_OK)
+            for name in _PARTY_FIELDS[key]}
 
 
 def recordings(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The record files, each ``{index, record_id, start_time, end_time}`` (ISO times)."""
+    """The record files, each ``{index, record_id, start_time, end_time}`` (ISO times).
+
+    ``record_files`` is a list (or null) of objects; FieldError names a malformed entry.
+    """
     files = record.get("record_files")
+    if files is None:
+        return []
+    if not isinstance(files, list):
+        raise fields.FieldError("record_files", "must be a list")
+    if len(files) > MAX_RECORDS:
+        raise fields.FieldError("record_files", f"has more than {MAX_RECORDS} entries")
     out = []
-    for index, item in enumerate(files if isinstance(files, list) else []):
+    for index, item in enumerate(files):
+        where = f"record_files[{index}]"
         if not isinstance(item, dict):
-            continue
-        start, end = epoch_seconds(item.get("start_time")), epoch_seconds(item.get("end_time"))
-        out.append({"index": index, "record_id": _text(item.get("record_id")),
+            raise fields.FieldError(where, "must be an object")
+        start = parse_time(item.get("start_time"), f"{where}.start_time")
+        end = parse_time(item.get("end_time"), f"{where}.end_time")
+        out.append({"index": index,
+                    "record_id": fields.text(item.get("record_id"), f"{where}.record_id",
+                                             max_length=MAX_ID, numbers=True),
                     "start_time": iso(start) if start is not None else None,
                     "end_time": iso(end) if end is not None else None})
     return out
 
 
 def call_event(record: dict[str, Any], tenant: str) -> Event:
-    """The ``call.completed`` event of one call record; InvalidCall without a ``call_id``."""
-    call_id = _text(record.get("call_id"))
-    if call_id is None:
+    """The ``call.completed`` event of one call record.
+
+    InvalidCall when ``call_id`` is missing or not an id (a string of 1..256 printable
+    characters; a number is refused), or when any other documented field breaks its rule
+    (times: :func:`parse_time`; texts: at most 256 characters, no control characters;
+    ``has_record``: a boolean; ``record_number``: an integer in 0..1000).
+    """
+    try:
+        return _call_event(record, tenant)
+    except fields.FieldError as exc:
+        raise InvalidCall(str(exc)) from None
+
+
+def _call_event(record: dict[str, Any], tenant: str) -> Event:
+    raw_id = record.get("call_id")
+    if raw_id is None or raw_id == "":
         raise InvalidCall("the call has no call_id")
-    start, end = epoch_seconds(record.get("start_time")), epoch_seconds(record.get("end_time"))
+    call_id = fields.identifier(raw_id, "call_id", max_length=MAX_ID)
+    start = parse_time(record.get("start_time"), "start_time")
+    end = parse_time(record.get("end_time"), "end_time")
     customer, member = _info(record, "customer_info"), _info(record, "callee_info")
-    member_id = _text(member.get("member_id"))
+    member_id = member["member_id"]
+    has_record = record.get("has_record")
+    if has_record is not None and not isinstance(has_record, bool):
+        raise fields.FieldError("has_record", "must be true or false")
+    record_number = record.get("record_number")
+    if record_number is not None:
+        record_number = fields.integer(record_number, "record_number", lo=0, hi=MAX_RECORDS,
+                                       text=False, integral_floats=False)
     duration = int(round(end - start)) if start is not None and end is not None \
         and end >= start else None
     occurred = end if end is not None else start
     detail = {
         "start_time": iso(start) if start is not None else None,
         "end_time": iso(end) if end is not None else None,
-        "customer": {k: _text(customer.get(k))
-                     for k in ("customer_id", "name", "phone_number", "email")},
-        "member": {k: _text(member.get(k)) for k in ("member_id", "name", "phone_number", "email")},
-        "has_record": record.get("has_record") is True,
-        "record_number": record.get("record_number")
-        if isinstance(record.get("record_number"), int) else None,
+        "customer": customer,
+        "member": member,
+        "has_record": has_record is True,
+        "record_number": record_number,
         "recordings": recordings(record),
         "time_source": None if occurred is not None else "none",
     }
@@ -105,8 +157,8 @@ def call_event(record: dict[str, Any], tenant: str) -> Event:
         tenant=tenant, occurred_at=iso(occurred) if occurred is not None else iso(0),
         call_id=call_id, extension=member_id,
         direction="incoming" if member_id is not None else None,
-        caller=Party(number=_text(customer.get("phone_number")), name=_text(customer.get("name"))),
-        callee=Party(number=_text(member.get("phone_number")), name=_text(member.get("name"))),
+        caller=Party(number=customer["phone_number"], name=customer["name"]),
+        callee=Party(number=member["phone_number"], name=member["name"]),
         durations=Durations(duration=duration) if duration is not None else None,
         upstream={"name": "quickom.call"},
         detail={k: v for k, v in detail.items() if v is not None},

@@ -18,11 +18,12 @@ from bridge.api.endpoints import ApiError, Endpoint, Principal
 from bridge.backoff import backoff
 from bridge.brokers.base import BrokerError
 from bridge.logs import Every
+from bridge.providers import fields
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.quickom import signature
 from bridge.providers.quickom.api import api_endpoints, webhook_operation
 from bridge.providers.quickom.backfill import Backfill, SeenCalls
-from bridge.providers.quickom.calls import InvalidCall, call_event
+from bridge.providers.quickom.calls import MAX_ID, InvalidCall, call_event
 from bridge.providers.quickom.client import QuickomClient, QuickomError
 from bridge.providers.quickom.webhook import read_body
 from bridge.providers.settings import QuickomAccount
@@ -101,8 +102,15 @@ class QuickomProvider(Provider):
         except InvalidCall as exc:
             raise ApiError(400, "invalid_call", str(exc)) from None
         request_id = body.get("request_id")
-        if isinstance(request_id, (str, int)) and not isinstance(request_id, bool) \
-                and not self.requests.add(str(request_id)):
+        if request_id is not None and request_id != "":
+            try:
+                request_id = fields.identifier(request_id, "request_id", max_length=MAX_ID,
+                                               numbers=True)
+            except fields.FieldError as exc:
+                raise ApiError(400, "invalid_call", str(exc)) from None
+        else:
+            request_id = None
+        if request_id is not None and not self.requests.add(request_id):
             self.counts["repeats"] += 1
             return JSONResponse({"status": "duplicate"})
         self.counts["webhooks"] += 1
@@ -132,4 +140,5 @@ class QuickomProvider(Provider):
 
     def snapshot(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self._ok, "error": self._last_error,
-                "counts": dict(self.counts), "cursor_calls": len(self.seen)}
+                "counts": {**self.counts, "backfill_skipped": self.backfill.skipped},
+                "cursor_calls": len(self.seen)}
