@@ -114,3 +114,17 @@ def envelope(channel: str, epoch: str, offset: str, event_json: bytes) -> bytes:
         b'","offset":"', offset.encode(),
         b'","event":', event_json, b"}",
     ))
+
+
+_EPOCH_AT = b'","epoch":"'
+
+
+def frame_epoch(frame: bytes) -> str | None:
+    """The epoch of an :func:`envelope` frame (provisional ones too), read without parsing
+    the JSON: it follows the channel name, which needs no escaping."""
+    start = frame.find(_EPOCH_AT)
+    if start < 0:
+        return None
+    start += len(_EPOCH_AT)
+    end = frame.find(b'"', start)
+    return frame[start:end].decode() if end > start else None

@@ -14,7 +14,14 @@ Resume: :meth:`Hub.subscribe_many` can *hold* channels for a client. A held chan
 frames go to a per-(client, channel) buffer, bounded by the client's byte limit (overflow closes
 the client with 4008), while the connection replays history; :meth:`Hub.release` then queues
 the held frames newer than the last replayed offset and makes the channel live, in one step
-without yielding, so no frame is lost or doubled at the switch-over.
+without yielding, so no frame is lost or doubled at the switch-over. The replay reads history on
+another connection than the live feed, so under load it can overtake frames still on their way
+here: after the release, the client's **floor** (the last replayed position) drops every live
+frame at or below it, until the first newer one passes.
+
+Gaps: when the broker lost frames of a channel it cannot give back (:meth:`Hub.on_gap`), every
+client of the channel gets a ``gap`` message in their place (after its replay, for a client
+still replaying).
 
 Broker subscriptions are reference-counted per channel: the first client of a channel subscribes
 the broker, the last one to leave unsubscribes it. Broker calls are serialized by one lock and
@@ -29,6 +36,9 @@ import logging
 from typing import Iterable
 
 from bridge.brokers.base import Broker, BrokerError, offset_key
+from bridge.brokers.resilient import is_provisional
+from bridge.downstream.protocol import encode_gap
+from bridge.events import frame_epoch
 from bridge.link import PEER_GONE, SLOW_CONSUMER, ClientLink
 from bridge.redact import redact
 
@@ -43,8 +53,18 @@ class _Held:
     __slots__ = ("frames", "size")
 
     def __init__(self) -> None:
-        self.frames: list[tuple[str, str, int]] = []  # (offset, frame, size)
+        #: (epoch, offset, frame, size); epoch and offset are None for frames that are always
+        #: released (gap notices, provisional frames, whose offset is not their own).
+        self.frames: list[tuple[str | None, str | None, str, int]] = []
         self.size = 0
+
+
+def _at_or_below(floor: tuple[str, tuple[int, int]], offset: str, frame: bytes) -> bool:
+    """True for a frame the client already has: same epoch as ``floor``, offset not above it.
+    A provisional frame carries an older offset than its own and is never below."""
+    epoch, key = floor
+    return offset_key(offset) <= key and frame_epoch(frame) == epoch \
+        and not is_provisional(frame)
 
 
 class Hub:
@@ -61,12 +81,16 @@ class Hub:
         self._by_link: dict[ClientLink, set[str]] = {}
         self._broker_channels: set[str] = set()
         self._held: dict[tuple[ClientLink, str], _Held] = {}
+        #: (client, channel) -> (epoch, offset key) replayed last: live frames at or below it
+        #: are dropped until a newer one passes.
+        self._floors: dict[tuple[ClientLink, str], tuple[str, tuple[int, int]]] = {}
         self._lock = asyncio.Lock()
         self._frames_out = 0
         self._slow_consumers = 0
         #: Resumes by outcome, counted by :func:`bridge.downstream.resume.resume`.
         self.resumes: dict[str, int] = {}
         broker.set_handler(self.on_message)
+        broker.set_gap_handler(self.on_gap)
 
     def _count_slow(self) -> None:
         self._slow_consumers += 1
@@ -85,42 +109,72 @@ class Hub:
             return
         text = frame.decode()
         size = len(frame)
-        held = self._held
+        held, floors = self._held, self._floors
         for link in links:
             if link.close_code is not None:
                 continue
             if held and (hold := held.get((link, channel))) is not None:
-                self._hold(link, hold, offset, text, size)
+                if is_provisional(frame):
+                    self._hold(link, hold, None, None, text, size)
+                else:
+                    self._hold(link, hold, frame_epoch(frame), offset, text, size)
                 continue
+            if floors and (floor := floors.get((link, channel))) is not None:
+                if _at_or_below(floor, offset, frame):
+                    continue  # replayed to this client already
+                del floors[(link, channel)]
             if link.put(text, size):
                 self._frames_out += 1
             else:
                 log.info("client closed as slow consumer on %s", channel)
 
-    def _hold(self, link: ClientLink, hold: _Held, offset: str, text: str, size: int) -> None:
+    def on_gap(self, channel: str, reason: str, epoch: str) -> None:
+        """Broker gap handler: tell every client of ``channel`` that frames were lost."""
+        links = self._channels.get(channel)
+        if not links:
+            return
+        text = encode_gap(channel, reason, epoch)
+        size = len(text)
+        for link in links:
+            if link.close_code is not None:
+                continue
+            if (hold := self._held.get((link, channel))) is not None:
+                self._hold(link, hold, None, None, text, size)
+            else:
+                link.put(text, size)
+
+    def _hold(self, link: ClientLink, hold: _Held, epoch: str | None, offset: str | None,
+              text: str, size: int) -> None:
         if hold.size + size > link.max_bytes:
             link.close(SLOW_CONSUMER)
             log.info("client closed as slow consumer: live backlog outgrew a resume")
             return
-        hold.frames.append((offset, text, size))
+        hold.frames.append((epoch, offset, text, size))
         hold.size += size
 
-    def release(self, client: ClientLink, channel: str, after: str | None) -> None:
-        """Make a held ``channel`` live for ``client``.
+    def release(self, client: ClientLink, channel: str, after: str | None,
+                epoch: str | None = None) -> None:
+        """Make a held ``channel`` live for ``client``, the client having every frame up to
+        ``(epoch, after)`` (nothing when ``after`` is None).
 
-        Held frames with an offset greater than ``after`` (all of them when None) are queued
-        first, in order; every later frame goes straight to the link. No-op if not held.
+        Held frames above that (all of them when None; those of another epoch too) are
+        queued first, in order; later frames go straight to the link, except those at or
+        below ``(epoch, after)`` that were still on their way (the floor). No-op if not held.
         """
         hold = self._held.pop((client, channel), None)
         if hold is None:
             return
-        key = offset_key(after) if after is not None else None
-        for offset, text, size in hold.frames:
-            if key is None or offset_key(offset) > key:
-                if client.put(text, size):
-                    self._frames_out += 1
-                else:
-                    return
+        floor = (epoch, offset_key(after)) if after is not None and epoch is not None else None
+        if floor is not None:
+            self._floors[(client, channel)] = floor
+        for frame_ep, offset, text, size in hold.frames:
+            if floor is not None and offset is not None and frame_ep == floor[0] \
+                    and offset_key(offset) <= floor[1]:
+                continue
+            if client.put(text, size):
+                self._frames_out += 1
+            else:
+                return
 
     async def subscribe(self, client: ClientLink, channel: str) -> None:
         """Deliver ``channel`` to ``client``. Raises :class:`BrokerError` (nothing changed)."""
@@ -180,6 +234,7 @@ class Hub:
 
     def _leave(self, client: ClientLink, channel: str) -> None:
         self._held.pop((client, channel), None)
+        self._floors.pop((client, channel), None)
         links = self._channels.get(channel)
         if links is not None:
             links.discard(client)

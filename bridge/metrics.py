@@ -213,6 +213,15 @@ class ServiceCollector(Collector):
         yield counter("broker_probe_failures_total",
                       "Liveness probes of the subscription that did not come back in time.",
                       "probe_failures")
+        yield counter("broker_catch_ups_total",
+                      "Channels read from history after their subscription was lost.",
+                      "catch_ups")
+        yield counter("broker_caught_up_events_total",
+                      "Events sent to clients from history after a lost subscription.",
+                      "caught_up_events")
+        yield counter("broker_gaps_total",
+                      "Channels whose lost events history could not give back (clients got "
+                      "a gap).", "gaps")
 
     def _clients(self, svc: Service) -> Iterator[Metric]:
         stats = svc.hub.stats()

@@ -25,6 +25,8 @@ from enum import StrEnum
 from typing import Any, Callable, Sequence
 
 MessageHandler = Callable[[str, str, bytes], None]
+#: ``gap(channel, reason, epoch)``: see :meth:`Broker.set_gap_handler`.
+GapHandler = Callable[[str, str, str], None]
 
 #: Epoch names: short, JSON-safe.
 EPOCH_RE = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -64,13 +66,26 @@ class Broker(ABC):
 
     def __init__(self) -> None:
         self._handler: MessageHandler | None = None
+        self._gap_handler: GapHandler | None = None
 
     def set_handler(self, handler: MessageHandler) -> None:
         self._handler = handler
 
+    def set_gap_handler(self, handler: GapHandler) -> None:
+        """``handler(channel, reason, epoch)`` is called when messages of a subscribed channel
+        were lost on their way here and cannot be delivered from history (reasons as for
+        :class:`ReplayStatus`, plus ``unavailable``). Every message the handler of
+        :meth:`set_handler` gets is otherwise delivered once, in offset order, across lost
+        subscriptions (a backend that can lose one catches up from history)."""
+        self._gap_handler = handler
+
     def _deliver(self, channel: str, offset: str, frame: bytes) -> None:
         if self._handler is not None:
             self._handler(channel, offset, frame)
+
+    def _deliver_gap(self, channel: str, reason: str, epoch: str) -> None:
+        if self._gap_handler is not None:
+            self._gap_handler(channel, reason, epoch)
 
     @abstractmethod
     async def start(self) -> None:

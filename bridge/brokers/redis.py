@@ -7,7 +7,8 @@ stream and publishes each channel's :func:`bridge.events.envelope` frame. A repl
 too, so its epoch check, trim check and read see one consistent state.
 
 Live delivery uses one pub/sub connection read by one owned task, kept alive (reconnect, liveness
-probe, re-subscribe) by :class:`bridge.brokers.redis_pubsub.Subscriber`. Commands are not retried by the client library (a retried publish
+probe, re-subscribe) by :class:`bridge.brokers.redis_pubsub.Subscriber`; what was published
+while it was away is caught up from history by :class:`bridge.brokers.continuity.Continuity`. Commands are not retried by the client library (a retried publish
 could append an event twice); a failed command raises :class:`BrokerError`.
 """
 
@@ -28,6 +29,7 @@ from redis.exceptions import RedisError
 from bridge import redact
 from bridge.brokers import redis_wire as wire
 from bridge.brokers.base import Broker, BrokerError, Replay
+from bridge.brokers.continuity import Continuity
 from bridge.brokers.redis_pubsub import Probe, Subscriber
 from bridge.channels import is_valid_channel
 
@@ -78,11 +80,14 @@ class RedisBroker(Broker):
         self._script = self._client.register_script(wire.PUBLISH_SCRIPT)
         self._history_script = self._client.register_script(wire.HISTORY_SCRIPT)
         self._replay_script = self._client.register_script(wire.REPLAY_SCRIPT)
+        self._position_script = self._client.register_script(wire.POSITION_SCRIPT)
         self._closed = False
         #: Redis commands that failed (connection refused, timeout, error reply), for metrics.
         self.errors = 0
+        self.continuity = Continuity(self._deliver, self._deliver_gap, self._position,
+                                     self._catch_up_read)
         self._sub = Subscriber(
-            self._client, self._deliver, prefix=prefix, where=self._where,
+            self._client, self.continuity, prefix=prefix, where=self._where,
             display_url=self.display_url, socket_timeout=socket_timeout,
             probe=Probe(probe_interval, probe_timeout),
         )
@@ -124,6 +129,8 @@ class RedisBroker(Broker):
             "probe_failures": self._sub.probe.failures,
             "last_probe_ok": self._sub.probe.last_ok,
             "subscriptions": len(self._sub.channels),
+            "catching_up": self.continuity.suspended,
+            **self.continuity.counts,
         }
 
     async def start(self) -> None:
@@ -145,6 +152,7 @@ class RedisBroker(Broker):
             return
         self._closed = True
         await self._sub.close()
+        await self.continuity.close()
         await self._client.aclose()
 
     async def _run(self, doing: str, call: Any) -> Any:
@@ -205,6 +213,24 @@ class RedisBroker(Broker):
         keys = wire.channel_keys(self._prefix, channel)
         reply = await self._run("replay", self._replay_script(keys=keys, args=args))
         return wire.parse_replay(channel, reply, limit)
+
+    async def _position(self, channel: str) -> tuple[str, str]:
+        """Where ``channel`` stands now: the anchor of a new subscription."""
+        keys, args = wire.channel_keys(self._prefix, channel), [wire.new_epoch()]
+        try:
+            async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
+                reply = await self._position_script(keys=keys, args=args)
+        except _IO_ERRORS as exc:
+            raise self._error("position", exc) from None
+        return wire.parse_position(reply)
+
+    async def _catch_up_read(self, channel: str, *, epoch: str, after: str, limit: int
+                             ) -> Replay:
+        try:
+            async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
+                return await self.replay(channel, epoch=epoch, after=after, limit=limit)
+        except TimeoutError:
+            raise self._error("replay", TimeoutError("timed out")) from None
 
     async def ping(self) -> None:
         try:

@@ -14,7 +14,9 @@ is deleted so a retry is not taken for a duplicate.
 Sharded subscriptions need a connection to the node owning each channel's slot: one pub/sub
 connection per such node, each read by one owned task. When a connection drops, or the node
 moves a slot away (MOVED, or its unsolicited SUNSUBSCRIBE), the task refreshes the slot map,
-hands channels now owned elsewhere to those nodes' connections, and reconnects with backoff.
+hands channels now owned elsewhere to those nodes' connections, and reconnects with backoff;
+what was published meanwhile is caught up from history
+(:class:`bridge.brokers.continuity.Continuity`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bridge import redact
 from bridge.backoff import backoff
 from bridge.brokers import redis_wire as wire
 from bridge.brokers.base import Broker, BrokerError, Replay
+from bridge.brokers.continuity import Continuity
 from bridge.brokers.redis_wire import parse_cluster_url as parse_url
 from bridge.channels import is_valid_channel
 
@@ -88,6 +91,9 @@ class RedisClusterBroker(Broker):
         self._publish_script = self._cluster.register_script(wire.PUBLISH_SCRIPT)
         self._history_script = self._cluster.register_script(wire.HISTORY_SCRIPT)
         self._replay_script = self._cluster.register_script(wire.REPLAY_SCRIPT)
+        self._position_script = self._cluster.register_script(wire.POSITION_SCRIPT)
+        self.continuity = Continuity(self._deliver, self._deliver_gap, self._position,
+                                     self._catch_up_read)
         self._sharded = sharded
         self._links: dict[str, _Link] = {}
         self._waiters: dict[str, asyncio.Future[None]] = {}
@@ -144,6 +150,7 @@ class RedisClusterBroker(Broker):
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
+        await self.continuity.close()
         await self._cluster.aclose()
 
     async def publish(
@@ -212,6 +219,16 @@ class RedisClusterBroker(Broker):
         reply = await self._read(self._replay_script(keys=keys, args=args))
         return wire.parse_replay(channel, reply, limit)
 
+    async def _position(self, channel: str) -> tuple[str, str]:
+        """Where ``channel`` stands now: the anchor of a new subscription."""
+        keys = wire.channel_keys(self._prefix, channel)
+        reply = await self._read(self._position_script(keys=keys, args=[wire.new_epoch()]))
+        return wire.parse_position(reply)
+
+    async def _catch_up_read(self, channel: str, *, epoch: str, after: str, limit: int
+                             ) -> Replay:
+        return await self.replay(channel, epoch=epoch, after=after, limit=limit)
+
     async def ping(self) -> None:
         try:
             async with asyncio.timeout(self._timeout):
@@ -225,7 +242,8 @@ class RedisClusterBroker(Broker):
             "degraded" if down else "ok")
         return {"state": state, "sharded": bool(self._sharded), "links": len(self._links),
                 "links_down": down, "reconnects": self.reconnects, "errors": self.errors,
-                "malformed": self.malformed}
+                "malformed": self.malformed, "catching_up": self.continuity.suspended,
+                **self.continuity.counts}
 
     # -- subscriptions: one pub/sub connection per node owning subscribed slots ---------------
 
@@ -238,8 +256,11 @@ class RedisClusterBroker(Broker):
         if not self._started or self._closed:
             raise BrokerError("broker is not started")
         if not any(channel in link.channels for link in self._links.values()):
-            self._waiters[channel] = asyncio.get_running_loop().create_future()
-            await self._place(channel)
+            if not self.continuity.known(channel):
+                await self.continuity.anchor(channel)  # before SUBSCRIBE: nothing slips by
+            if not any(channel in link.channels for link in self._links.values()):
+                self._waiters[channel] = asyncio.get_running_loop().create_future()
+                await self._place(channel)
         waiter = self._waiters.get(channel)
         if waiter is not None:
             try:
@@ -249,6 +270,7 @@ class RedisClusterBroker(Broker):
                                   f"within {self._socket_timeout}s; it will be retried") from None
 
     async def unsubscribe(self, channel: str) -> None:
+        self.continuity.forget(channel)
         waiter = self._waiters.pop(channel, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -329,6 +351,9 @@ class RedisClusterBroker(Broker):
 
     async def _drop(self, link: _Link) -> None:
         pubsub, client, link.pubsub, link.client = link.pubsub, link.client, None, None
+        if pubsub is not None:
+            # What is published from now until each channel is subscribed again is missed.
+            self.continuity.suspend(link.channels)
         for closing in (pubsub, client):
             if closing is not None:
                 try:
@@ -346,10 +371,12 @@ class RedisClusterBroker(Broker):
                 log.warning("dropped a message on %s that is not an event envelope", channel)
                 return
             try:
-                self._deliver(channel, offset, response[2])
+                self.continuity.live(channel, offset, response[2])
             except Exception as exc:
                 log.error("message handler failed on %s: %s", channel, redact.redact(repr(exc)))
         elif kind in (b"ssubscribe", b"subscribe") and channel is not None:
+            if channel in link.channels:
+                self.continuity.confirmed(channel)
             waiter = self._waiters.pop(channel, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)

@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -25,6 +25,7 @@ from bridge import redact
 from bridge.backoff import backoff
 from bridge.brokers import redis_wire as wire
 from bridge.brokers.base import BrokerError
+from bridge.brokers.continuity import Continuity
 
 # The broker's logger: operators configure one name for the whole redis:// backend.
 log = logging.getLogger("bridge.brokers.redis")
@@ -101,17 +102,21 @@ def _reader_done(task: asyncio.Task[None]) -> None:
 
 
 class Subscriber:
-    """The subscriptions of one broker on one Redis, delivered to ``deliver(channel, offset, frame)``.
+    """The subscriptions of one broker on one Redis, delivered through ``continuity``.
 
     ``client`` runs the probe's PUBLISH and opens the pub/sub connection; ``where`` names the
     server in error messages. Call :meth:`connect`, then :meth:`run`; :meth:`close` once.
+    A new channel is anchored (its position read) before its SUBSCRIBE is sent; a lost
+    connection suspends every channel, and each SUBSCRIBE confirmed on the next one starts that
+    channel's catch-up (:class:`~bridge.brokers.continuity.Continuity`).
     """
 
-    def __init__(self, client: aioredis.Redis, deliver: Callable[[str, str, bytes], None], *,
+    def __init__(self, client: aioredis.Redis, continuity: Continuity, *,
                  prefix: str, where: str, display_url: str, socket_timeout: float,
                  probe: Probe) -> None:
         self._client = client
-        self._deliver = deliver
+        self._continuity = continuity
+        self._deliver = continuity.live
         self._prefix = prefix
         self._prefix_b = prefix.encode()
         self._where = where
@@ -162,9 +167,12 @@ class Subscriber:
     async def subscribe(self, channel: str) -> None:
         """Idempotent. Returns once Redis confirmed the subscription.
 
-        Raises :class:`BrokerError` when no confirmation came within ``socket_timeout`` (Redis
+        Raises :class:`BrokerError` when the channel's position cannot be read (nothing is
+        registered then), or when no confirmation came within ``socket_timeout`` (Redis
         unreachable); the subscription then stays registered and is made on reconnect.
         """
+        if channel not in self.channels and not self._continuity.known(channel):
+            await self._continuity.anchor(channel)
         if channel not in self.channels:
             self.channels.add(channel)
             self._waiters[channel] = asyncio.get_running_loop().create_future()
@@ -186,6 +194,7 @@ class Subscriber:
             return
         # Delivery stops now: the reader drops messages of channels not in the set.
         self.channels.discard(channel)
+        self._continuity.forget(channel)
         waiter = self._waiters.pop(channel, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -234,6 +243,9 @@ class Subscriber:
         pubsub, self._pubsub = self._pubsub, None
         self._acks.clear()
         self.state = "reconnecting"
+        if pubsub is not None:
+            # What is published from now until each channel is subscribed again is missed.
+            self._continuity.suspend(self.channels)
         if pubsub is not None:
             try:
                 await pubsub.aclose()
@@ -291,7 +303,10 @@ class Subscriber:
                 self._acks[name] = left
                 return
             self._acks.pop(name, None)
-            waiter = self._waiters.pop(name[len(self._prefix_b) :].decode(), None)
+            channel = name[len(self._prefix_b) :].decode()
+            if channel in self.channels:
+                self._continuity.confirmed(channel)
+            waiter = self._waiters.pop(channel, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 

@@ -145,6 +145,23 @@ end
 return {'ok', epoch, redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])}
 """
 
+# A channel's position: its epoch (created if missing, as a publish would) and the id of the
+# newest entry ever added to its stream ("0-0" when it has none), read in one script.
+# KEYS: 1 stream, 2 epoch. ARGV: 1 a fresh epoch in case the channel has none.
+POSITION_SCRIPT = """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {epoch, '0-0'} end
+local raw = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #raw, 2 do
+  if raw[i] == 'last-generated-id' then return {epoch, raw[i + 1]} end
+end
+return {epoch, '0-0'}
+"""
+
 # A page of history, read with its epoch in one script.
 # KEYS: 1 stream, 2 epoch. ARGV: 1 XRANGE start ("-", or "(<offset>"), 2 how many entries, 3 a
 # fresh epoch in case the channel has entries but no epoch.
@@ -191,6 +208,12 @@ def publish_keys_and_args(
 def channel_keys(prefix: str, channel: str) -> list[str]:
     """KEYS of :data:`HISTORY_SCRIPT` and :data:`REPLAY_SCRIPT`: the stream, then the epoch."""
     return [stream_key(prefix, channel), epoch_key(prefix, channel)]
+
+
+def parse_position(reply: Any) -> tuple[str, str]:
+    """``(epoch, offset)`` of a :data:`POSITION_SCRIPT` reply."""
+    epoch, offset = (v.decode() if isinstance(v, bytes) else str(v) for v in reply)
+    return epoch, offset
 
 
 def history_args(after: str | None, limit: int) -> list[Any]:

@@ -32,30 +32,29 @@ from typing import Any
 import orjson
 
 from bridge.brokers.base import Broker, BrokerError, Replay
+from bridge.events import frame_epoch
 from bridge.logs import Every
 
 log = logging.getLogger("bridge.brokers.resilient")
 
-_EPOCH_AT = b'","epoch":"'
 #: Inner broker states in which publishing also reaches this process's subscription.
 READY_STATES = ("ok", "connected")
 
 
+_PROVISIONAL = b'","provisional":true,"event":'
+
+
 def provisional_frame(channel: str, epoch: str, offset: str, event_json: bytes) -> bytes:
     return b"".join((
-        b'{"type":"event","channel":"', channel.encode(), _EPOCH_AT, epoch.encode(),
-        b'","offset":"', offset.encode(), b'","provisional":true,"event":', event_json, b"}",
+        b'{"type":"event","channel":"', channel.encode(), b'","epoch":"', epoch.encode(),
+        b'","offset":"', offset.encode(), _PROVISIONAL, event_json, b"}",
     ))
 
 
-def frame_epoch(frame: bytes) -> str | None:
-    """The epoch of an :func:`bridge.events.envelope` frame, read without parsing JSON."""
-    start = frame.find(_EPOCH_AT)
-    if start < 0:
-        return None
-    start += len(_EPOCH_AT)
-    end = frame.find(b'"', start)
-    return frame[start:end].decode() if end > start else None
+def is_provisional(frame: bytes) -> bool:
+    """True for a :func:`provisional_frame`. Its marker precedes the event, after at most a
+    200-character channel, an epoch and an offset: the search stops at 400 bytes."""
+    return frame.find(_PROVISIONAL, 0, 400) >= 0
 
 
 class ResilientBroker(Broker):
@@ -82,6 +81,7 @@ class ResilientBroker(Broker):
         self.counts = {"buffered": 0, "flushed": 0, "overflow": 0, "local_deliveries": 0,
                        "echoes_dropped": 0}
         inner.set_handler(self._from_inner)
+        inner.set_gap_handler(self._deliver_gap)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

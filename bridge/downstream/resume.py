@@ -55,7 +55,7 @@ async def resume(
 ) -> None:
     """Replay ``channel`` after ``(epoch, offset)`` into ``link``, then make it live."""
     after = offset
-    current: str | None = None
+    current = epoch
     try:
         while link.close_code is None:
             async with asyncio.timeout(broker_timeout):
@@ -67,7 +67,10 @@ async def resume(
                 _count(hub, replay.status.value)
                 link.put(p.encode_gap(channel, replay.status.value, replay.epoch))
                 # Same epoch: frames up to the client's own offset are still ones it has.
-                hub.release(link, channel, offset if replay.epoch == epoch else None)
+                if replay.epoch == epoch:
+                    hub.release(link, channel, offset, epoch)
+                else:
+                    hub.release(link, channel, None)
                 return
             for item_offset, frame in replay.items:
                 text = frame.decode()
@@ -82,7 +85,7 @@ async def resume(
         log.warning("resume of %s failed: %s", channel, redact(str(exc) or type(exc).__name__))
         _count(hub, "unavailable")
         link.put(p.encode_gap(channel, p.GAP_UNAVAILABLE, current))
-        hub.release(link, channel, after)
+        hub.release(link, channel, after, current)
         return
     _count(hub, "ok" if link.close_code is None else "closed")
-    hub.release(link, channel, after)
+    hub.release(link, channel, after, current)

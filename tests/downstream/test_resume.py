@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import uuid
 from typing import Any
 
 import orjson
 
 from bridge.brokers.memory import MemoryBroker
+from bridge.brokers.redis import RedisBroker
+from bridge.brokers.resilient import provisional_frame
 from bridge.downstream import protocol as p
 from bridge.hub import Hub
 from bridge.link import ClientLink
+from bridge.redis_client import drop_prefix
+from tests.redis_proxy import Proxy
 
 from .conftest import SCALE
-from .harness import WAIT, StartBridge, client, recv, subscribe, token
+from .harness import REDIS_URL, WAIT, StartBridge, client, recv, subscribe, token
 
 CH = "calls:acme:1001"
 
@@ -139,9 +145,55 @@ async def test_release_skips_held_frames_up_to_the_replayed_offset() -> None:
     assert await hub.subscribe_many(link, [CH], hold=[CH]) == [CH]
     offsets = [(await broker.publish([CH], b'{"n":1}'))[0] for _ in range(4)]  # type: ignore
     assert link.queued_bytes == 0  # held, not queued
-    hub.release(link, CH, offsets[1])
+    hub.release(link, CH, offsets[1], await broker.epoch(CH))
     later = (await broker.publish([CH], b'{"n":2}'))[0]  # type: ignore[index]
     assert await drain(link, 3) == offsets[2:] + [later]
+
+
+async def test_frames_still_on_their_way_after_a_replay_are_not_sent_twice() -> None:
+    """A replay reads history on another connection than the live feed: under load it can
+    read frames whose live copies arrive after the release. Those are dropped (the floor)."""
+    broker = MemoryBroker()
+    hub = Hub(broker)
+    epoch = await broker.epoch(CH)
+    for n in range(4):
+        await broker.publish([CH], orjson.dumps({"n": n}))  # before the client: not live
+    frames = await broker.history(CH, None, 10)
+    link = hub.attach()
+    await hub.subscribe_many(link, [CH], hold=[CH])
+    hub.release(link, CH, frames[3][0], epoch)  # the replay gave all four
+    provisional = provisional_frame(CH, epoch, frames[3][0], b'{"n":"p"}')
+    for offset, frame in [*frames, (frames[3][0], provisional)]:
+        hub.on_message(CH, offset, frame)  # their live copies, late, then an outage's frame
+    (fifth,) = await broker.publish([CH], orjson.dumps({"n": 4}))  # type: ignore[misc]
+    hub.on_message(CH, frames[2][0], frames[2][1])  # a stale one after a newer one: sent
+    assert await drain(link, 3) == [frames[3][0], fifth, frames[2][0]]
+
+
+async def test_a_gap_reaches_live_clients_at_once_and_replaying_ones_after_their_replay(
+        ) -> None:
+    broker = MemoryBroker()
+    hub = Hub(broker)
+    live, replaying = hub.attach(), hub.attach()
+    await hub.subscribe_many(live, [CH])
+    await hub.subscribe_many(replaying, [CH], hold=[CH])
+    hub.on_gap(CH, "epoch_changed", "e2")
+    assert replaying.queued_bytes == 0
+    got: list[dict[str, object]] = []
+
+    async def send(frame: str) -> None:
+        got.append(orjson.loads(frame))
+
+    hub.release(replaying, CH, None)
+    for link in (live, replaying):
+        task = asyncio.create_task(link.run(send, 5.0))
+        async with asyncio.timeout(WAIT * SCALE):
+            while link.queued_bytes:
+                await asyncio.sleep(0.01)
+        link.close(p.NORMAL)
+        await task
+    gap = {"type": "gap", "channel": CH, "reason": "epoch_changed", "epoch": "e2"}
+    assert got == [gap, gap]
 
 
 async def test_held_backlog_overflow_closes_4008() -> None:
@@ -155,3 +207,40 @@ async def test_held_backlog_overflow_closes_4008() -> None:
             break
     assert link.close_code == p.SLOW_CONSUMER
     assert hub.stats()["slow_consumers"] == 1
+
+
+async def test_a_live_feed_lagging_behind_the_replay_sends_nothing_twice(
+        bridge: StartBridge) -> None:
+    """The pub/sub feed lags 0.3 s behind the command connection the replay reads history
+    on, as on a loaded instance: every event arrives once, in order."""
+    prefix = f"test-lag-{uuid.uuid4().hex}:"
+    proxy = Proxy()
+    await proxy.start()
+    try:
+        async with bridge(RedisBroker(f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix)) as b:
+            epoch, offset = await last_seen(b)
+            proxy.delay_subscribers(0.3)
+            published: list[str] = []
+
+            async def publisher() -> None:
+                for _ in range(60):
+                    published.append((await b.publish(CH))[0])
+                    await asyncio.sleep(0.01)
+
+            async with client(b.url, token("calls:acme:*")) as (ws, _):
+                task = asyncio.create_task(publisher())
+                await asyncio.sleep(0.1)
+                assert (await subscribe_resume(ws, CH, epoch, offset))["type"] == "subscribed"
+                got: list[str] = []
+                async with asyncio.timeout(WAIT * 4 * SCALE):
+                    await task
+                    while len(got) < len(published) or published[-1] not in got:
+                        got.append((await recv(ws))["offset"])
+                    await asyncio.sleep(0.5)  # anything doubled would have arrived by now
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.2):
+                            got.append((await recv(ws))["offset"])
+            assert got == published
+    finally:
+        await proxy.stop()
+        await drop_prefix(REDIS_URL, prefix)

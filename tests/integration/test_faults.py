@@ -10,9 +10,12 @@ import pytest
 
 from bridge.brokers.base import BrokerError
 from bridge.brokers.memory import MemoryBroker
+from bridge.brokers.redis import RedisBroker
 from bridge.brokers.resilient import ResilientBroker
 from tests.integration.conftest import SCALE, TENANT, eventually
 from tests.integration.test_instances import Client, instances, no_duplicates
+from tests.downstream.conftest import run_uvicorn
+from tests.downstream.harness import bridge_starter, client, recv, subscribe, token
 from tests.redis_server import private_redis
 
 
@@ -170,3 +173,34 @@ async def _all_delivered(bridge, client: Client) -> bool:  # type: ignore[no-unt
     accepted = pipeline["submitted"]
     delivered = len(set(client.ids())) + len(set(client.ids(f"system:{TENANT}")))
     return handled >= accepted and delivered == accepted
+
+
+async def test_a_connected_client_misses_nothing_another_instance_published_meanwhile():
+    """Redis restarts empty; another instance publishes before this one has subscribed again.
+    The connected client gets a gap (the old epoch's history is gone), then every event of the
+    new epoch, then live ones: nothing silently missing, nothing twice."""
+    channel = f"calls:{TENANT}:1001"
+    async with private_redis() as redis_server:
+        url = redis_server.url
+        here = ResilientBroker(RedisBroker(url, prefix="cb:", connect_timeout=1.0,
+                                           socket_timeout=1.0), retry_delay=0.05)
+        elsewhere = RedisBroker(url, prefix="cb:", connect_timeout=1.0, socket_timeout=1.0)
+        await elsewhere.start()
+        try:
+            async with bridge_starter(run_uvicorn)(here) as b, \
+                    client(b.url, token(channel)) as (ws, _):
+                assert (await subscribe(ws, channel))["type"] == "subscribed"
+                await elsewhere.publish([channel], event(0)[1])
+                assert (await recv(ws))["event"]["n"] == 0
+                await redis_server.restart()
+                # At once: this instance is still waiting to reconnect its subscription.
+                for n in range(1, 11):
+                    await elsewhere.publish([channel], event(n)[1], event_id=event(n)[0])
+                gap = await recv(ws)
+                assert (gap["type"], gap["reason"]) == ("gap", "epoch_changed")
+                got = [(await recv(ws))["event"]["n"] for _ in range(10)]
+                await elsewhere.publish([channel], event(11)[1], event_id=event(11)[0])
+                got.append((await recv(ws))["event"]["n"])
+                assert got == list(range(1, 12))
+        finally:
+            await elsewhere.close()
