@@ -23,6 +23,10 @@ Gaps: when the broker lost frames of a channel it cannot give back (:meth:`Hub.o
 client of the channel gets a ``gap`` message in their place (after its replay, for a client
 still replaying).
 
+Provisional frames (:meth:`Hub.on_provisional`, during a broker outage) go to the channel's
+clients at once. The hub remembers when (a join counter); when the published copy of the same
+event comes back, it goes only to the clients that joined the channel since, who never had it.
+
 Broker subscriptions are reference-counted per channel: the first client of a channel subscribes
 the broker, the last one to leave unsubscribes it. Broker calls are serialized by one lock and
 recompute the wanted state under it, so interleaved subscribes and unsubscribes cannot leave the
@@ -33,7 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Iterable
+
+import orjson
 
 from bridge.brokers.base import Broker, BrokerError, offset_key
 from bridge.brokers.resilient import is_provisional
@@ -45,6 +52,9 @@ from bridge.redact import redact
 log = logging.getLogger(__name__)
 
 __all__ = ["PEER_GONE", "SLOW_CONSUMER", "ClientLink", "Hub"]
+
+#: Provisional deliveries remembered until their published copy comes back (oldest forgotten).
+ECHOES = 100_000
 
 
 class _Held:
@@ -78,7 +88,12 @@ class Hub:
         self._broker_timeout = broker_timeout
         self._links: set[ClientLink] = set()
         self._channels: dict[str, set[ClientLink]] = {}
-        self._by_link: dict[ClientLink, set[str]] = {}
+        #: Each client's channels, with the join counter's value when it joined each.
+        self._by_link: dict[ClientLink, dict[str, int]] = {}
+        self._joins = 0
+        #: (channel, event id) delivered provisionally -> the join counter then.
+        self._echoes: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._echo_channels: dict[str, int] = {}
         self._broker_channels: set[str] = set()
         self._held: dict[tuple[ClientLink, str], _Held] = {}
         #: (client, channel) -> (epoch, offset key) replayed last: live frames at or below it
@@ -91,6 +106,7 @@ class Hub:
         self.resumes: dict[str, int] = {}
         broker.set_handler(self.on_message)
         broker.set_gap_handler(self.on_gap)
+        broker.set_provisional_handler(self.on_provisional)
 
     def _count_slow(self) -> None:
         self._slow_consumers += 1
@@ -99,7 +115,7 @@ class Hub:
         """A new link, known to :meth:`close_all` until :meth:`remove`."""
         link = ClientLink(self.client_queue_bytes, self._count_slow)
         self._links.add(link)
-        self._by_link[link] = set()
+        self._by_link[link] = {}
         return link
 
     def on_message(self, channel: str, offset: str, frame: bytes) -> None:
@@ -107,6 +123,10 @@ class Hub:
         links = self._channels.get(channel)
         if not links:
             return
+        if self._echo_channels and channel in self._echo_channels:
+            since = self._echo_of(channel, frame)
+            if since is not None:  # sent provisionally: only to the clients that joined since
+                links = {link for link in links if self._by_link[link].get(channel, 0) > since}
         text = frame.decode()
         size = len(frame)
         held, floors = self._held, self._floors
@@ -127,6 +147,48 @@ class Hub:
                 self._frames_out += 1
             else:
                 log.info("client closed as slow consumer on %s", channel)
+
+    def on_provisional(self, channel: str, offset: str, frame: bytes,
+                       event_id: str | None) -> None:
+        """Broker handler for a provisional frame: queued for every client of ``channel`` (for
+        a client replaying, after its replay: its offset is not the event's own)."""
+        links = self._channels.get(channel)
+        if not links:
+            return
+        if event_id is not None:
+            key = (channel, event_id)
+            if key not in self._echoes:
+                self._echo_channels[channel] = self._echo_channels.get(channel, 0) + 1
+            self._echoes[key] = self._joins
+            if len(self._echoes) > ECHOES:
+                self._forget_echo(self._echoes.popitem(last=False)[0][0])
+        text = frame.decode()
+        size = len(frame)
+        for link in links:
+            if link.close_code is not None:
+                continue
+            if (hold := self._held.get((link, channel))) is not None:
+                self._hold(link, hold, None, None, text, size)
+            elif link.put(text, size):
+                self._frames_out += 1
+
+    def _echo_of(self, channel: str, frame: bytes) -> int | None:
+        """The join counter when this frame's event was sent provisionally, or None."""
+        try:
+            event_id = orjson.loads(frame)["event"]["id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        since = self._echoes.pop((channel, event_id), None) if isinstance(event_id, str) else None
+        if since is not None:
+            self._forget_echo(channel)
+        return since
+
+    def _forget_echo(self, channel: str) -> None:
+        left = self._echo_channels.get(channel, 0) - 1
+        if left > 0:
+            self._echo_channels[channel] = left
+        else:
+            self._echo_channels.pop(channel, None)
 
     def on_gap(self, channel: str, reason: str, epoch: str) -> None:
         """Broker gap handler: tell every client of ``channel`` that frames were lost."""
@@ -205,11 +267,13 @@ class Hub:
         if client not in self._by_link:
             return []  # removed while waiting for the broker
         held = set(hold)
+        mine = self._by_link[client]
         for channel in wanted:
             if channel in held:
                 self._held[(client, channel)] = _Held()
             self._channels.setdefault(channel, set()).add(client)
-            self._by_link[client].add(channel)
+            self._joins += 1
+            mine[channel] = self._joins
         return wanted
 
     async def unsubscribe(self, client: ClientLink, channel: str) -> None:
@@ -217,17 +281,17 @@ class Hub:
         await self.unsubscribe_many(client, (channel,))
 
     async def unsubscribe_many(self, client: ClientLink, channels: Iterable[str]) -> None:
-        mine = self._by_link.get(client, set())
+        mine = self._by_link.get(client, {})
         dropped = [c for c in channels if c in mine]
         for channel in dropped:
-            mine.discard(channel)
+            del mine[channel]
             self._leave(client, channel)
         await self._release(dropped)
 
     async def remove(self, client: ClientLink) -> None:
         """Forget ``client`` and all its channels (at once; the broker follows)."""
         self._links.discard(client)
-        channels = self._by_link.pop(client, set())
+        channels = list(self._by_link.pop(client, {}))
         for channel in channels:
             self._leave(client, channel)
         await self._release(channels)

@@ -23,6 +23,10 @@ from bridge.redact import redact
 
 log = logging.getLogger(__name__)
 
+#: The longest wait between two attempts to subscribe again. A Redis that is back is found
+#: within it; the attempts of a few listeners per instance cost Redis nothing.
+RECONNECT_MAX = 2.0
+
 
 class ChannelListener:
     """Keeps ``channel`` subscribed; ``on_message(payload)`` runs for each message.
@@ -62,7 +66,7 @@ class ChannelListener:
             self._task = None
 
     async def _reader(self) -> None:
-        delays = backoff(initial=0.2, maximum=10.0)
+        delays = backoff(initial=0.2, maximum=RECONNECT_MAX)
         while True:
             pubsub = self._client.pubsub()
             try:
@@ -70,7 +74,7 @@ class ChannelListener:
                     await pubsub.subscribe(self.channel)
                     await self._confirmed(pubsub)
                 self.listening.set()
-                delays = backoff(initial=0.2, maximum=10.0)
+                delays = backoff(initial=0.2, maximum=RECONNECT_MAX)
                 self._listening()
                 while True:
                     message = await pubsub.get_message(timeout=1.0)

@@ -27,6 +27,8 @@ from typing import Any, Callable, Sequence
 MessageHandler = Callable[[str, str, bytes], None]
 #: ``gap(channel, reason, epoch)``: see :meth:`Broker.set_gap_handler`.
 GapHandler = Callable[[str, str, str], None]
+#: ``provisional(channel, offset, frame, event_id)``: see :meth:`Broker.set_provisional_handler`.
+ProvisionalHandler = Callable[[str, str, bytes, str | None], None]
 
 #: Epoch names: short, JSON-safe.
 EPOCH_RE = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -67,6 +69,7 @@ class Broker(ABC):
     def __init__(self) -> None:
         self._handler: MessageHandler | None = None
         self._gap_handler: GapHandler | None = None
+        self._provisional_handler: ProvisionalHandler | None = None
 
     def set_handler(self, handler: MessageHandler) -> None:
         self._handler = handler
@@ -78,6 +81,21 @@ class Broker(ABC):
         :meth:`set_handler` gets is otherwise delivered once, in offset order, across lost
         subscriptions (a backend that can lose one catches up from history)."""
         self._gap_handler = handler
+
+    def set_provisional_handler(self, handler: ProvisionalHandler) -> None:
+        """``handler(channel, offset, frame, event_id)`` gets the frames a broker delivers to
+        this process before the broker has them (:mod:`bridge.brokers.resilient`, during an
+        outage). The same event comes later through the message handler, once published: the
+        receiver decides who still needs that copy. Without this handler they go to the
+        message handler."""
+        self._provisional_handler = handler
+
+    def _deliver_provisional(self, channel: str, offset: str, frame: bytes,
+                             event_id: str | None) -> None:
+        if self._provisional_handler is not None:
+            self._provisional_handler(channel, offset, frame, event_id)
+        else:
+            self._deliver(channel, offset, frame)
 
     def _deliver(self, channel: str, offset: str, frame: bytes) -> None:
         if self._handler is not None:
@@ -123,6 +141,12 @@ class Broker(ABC):
         """The channel's current epoch, created if the channel has none yet."""
 
     @abstractmethod
+    async def position(self, channel: str) -> tuple[str, str]:
+        """``(epoch, offset)``: the channel's current epoch (created if it has none yet) and
+        the offset of its newest event (``"0-0"`` when it has none). A subscriber that joins
+        after reading it gets every event after it, live or by resuming from it."""
+
+    @abstractmethod
     async def history(
         self, channel: str, after: str | None, limit: int
     ) -> list[tuple[str, bytes]]:
@@ -139,7 +163,8 @@ class Broker(ABC):
 
         Status, checked in this order: ``epoch_changed`` when ``epoch`` is not the current
         epoch; ``too_old`` when ``max_age`` is set and ``after`` is older than that many seconds
-        (the first part of an offset is a Unix time in milliseconds); ``trimmed`` when entries
+        (the first part of an offset is a Unix time in milliseconds; ``"0-0"``, the position of
+        a channel that had no event yet, is never too old); ``trimmed`` when entries
         after ``after`` may have been dropped (``after`` is older than the oldest kept entry,
         and no longer kept itself); else ``ok`` with up to ``limit`` entries after ``after``.
         Never a partial replay: either the gap is fully covered (page by page) or it is refused.

@@ -87,6 +87,11 @@ class MemoryBroker(Broker):
     async def epoch(self, channel: str) -> str:
         return self._channel(channel).epoch
 
+    async def position(self, channel: str) -> tuple[str, str]:
+        state = self._channel(channel)
+        ms, seq = state.last
+        return state.epoch, f"{ms}-{seq}" if seq >= 0 else "0-0"
+
     async def history(
         self, channel: str, after: str | None, limit: int
     ) -> list[tuple[str, bytes]]:
@@ -103,7 +108,7 @@ class MemoryBroker(Broker):
         if epoch != state.epoch:
             return Replay(ReplayStatus.EPOCH_CHANGED, state.epoch)
         key = offset_key(after)
-        if max_age is not None and key[0] < (time.time() - max_age) * 1000:
+        if max_age is not None and key != (0, 0) and key[0] < (time.time() - max_age) * 1000:
             return Replay(ReplayStatus.TOO_OLD, state.epoch)
         if key < state.dropped:
             return Replay(ReplayStatus.TRIMMED, state.epoch)

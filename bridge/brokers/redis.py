@@ -84,7 +84,7 @@ class RedisBroker(Broker):
         self._closed = False
         #: Redis commands that failed (connection refused, timeout, error reply), for metrics.
         self.errors = 0
-        self.continuity = Continuity(self._deliver, self._deliver_gap, self._position,
+        self.continuity = Continuity(self._deliver, self._deliver_gap, self.position,
                                      self._catch_up_read)
         self._sub = Subscriber(
             self._client, self.continuity, prefix=prefix, where=self._where,
@@ -214,8 +214,7 @@ class RedisBroker(Broker):
         reply = await self._run("replay", self._replay_script(keys=keys, args=args))
         return wire.parse_replay(channel, reply, limit)
 
-    async def _position(self, channel: str) -> tuple[str, str]:
-        """Where ``channel`` stands now: the anchor of a new subscription."""
+    async def position(self, channel: str) -> tuple[str, str]:
         keys, args = wire.channel_keys(self._prefix, channel), [wire.new_epoch()]
         try:
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):

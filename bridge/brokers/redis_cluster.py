@@ -46,6 +46,7 @@ __all__ = ["RedisClusterBroker", "parse_url"]  # parse_url: imported from here b
 
 log = logging.getLogger("bridge.brokers.redis_cluster")
 _IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+RECONNECT_MAX = 2.0  # as for redis:// (bridge.brokers.redis_pubsub.RECONNECT_MAX)
 
 
 class _Link:
@@ -92,7 +93,7 @@ class RedisClusterBroker(Broker):
         self._history_script = self._cluster.register_script(wire.HISTORY_SCRIPT)
         self._replay_script = self._cluster.register_script(wire.REPLAY_SCRIPT)
         self._position_script = self._cluster.register_script(wire.POSITION_SCRIPT)
-        self.continuity = Continuity(self._deliver, self._deliver_gap, self._position,
+        self.continuity = Continuity(self._deliver, self._deliver_gap, self.position,
                                      self._catch_up_read)
         self._sharded = sharded
         self._links: dict[str, _Link] = {}
@@ -219,8 +220,7 @@ class RedisClusterBroker(Broker):
         reply = await self._read(self._replay_script(keys=keys, args=args))
         return wire.parse_replay(channel, reply, limit)
 
-    async def _position(self, channel: str) -> tuple[str, str]:
-        """Where ``channel`` stands now: the anchor of a new subscription."""
+    async def position(self, channel: str) -> tuple[str, str]:
         keys = wire.channel_keys(self._prefix, channel)
         reply = await self._read(self._position_script(keys=keys, args=[wire.new_epoch()]))
         return wire.parse_position(reply)
@@ -296,6 +296,8 @@ class RedisClusterBroker(Broker):
         link.channels.add(channel)
         if link.pubsub is not None:
             await self._send(link, "SUBSCRIBE", [channel])
+        else:  # made on (re)connect: what is published until then is caught up from history
+            self.continuity.suspend([channel])
 
     async def _send(self, link: _Link, verb: str, channels: list[str]) -> None:
         if link.pubsub is None:
@@ -327,7 +329,7 @@ class RedisClusterBroker(Broker):
                     log.warning("pub/sub link to %s: %s", link.address,
                                 redact.redact(f"{type(exc).__name__}: {exc}"))
                     await self._drop(link)
-                    delays = delays or backoff(maximum=10.0)
+                    delays = delays or backoff(initial=0.2, maximum=RECONNECT_MAX)
                     await asyncio.sleep(next(delays))
                     await self._rehome(link)
                     self.reconnects += 1

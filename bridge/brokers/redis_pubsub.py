@@ -31,6 +31,9 @@ from bridge.brokers.continuity import Continuity
 log = logging.getLogger("bridge.brokers.redis")
 
 _IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+#: The longest wait between two attempts to reconnect the subscription: a Redis that is back
+#: is found within it, so its clients' channels catch up soon after.
+RECONNECT_MAX = 2.0
 
 
 class Probe:
@@ -178,6 +181,8 @@ class Subscriber:
             self._waiters[channel] = asyncio.get_running_loop().create_future()
             if self._pubsub is not None:
                 await self._send_subscribe(self._pubsub, [self._raw(channel)])
+            else:  # made on reconnect: what is published until then is caught up from history
+                self._continuity.suspend([channel])
         waiter = self._waiters.get(channel)
         if waiter is None:
             return
@@ -287,7 +292,7 @@ class Subscriber:
                 log.warning("pub/sub connection to %s lost: %s", self._display_url,
                             redact.redact(f"{type(exc).__name__}: {exc}"))
                 await self.drop()
-                delays = delays or backoff(maximum=10.0)
+                delays = delays or backoff(initial=0.2, maximum=RECONNECT_MAX)
                 await asyncio.sleep(next(delays))
 
     def _on_response(self, response: Any) -> None:

@@ -120,9 +120,9 @@ local function id(s)
 end
 local function older(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
 local after = id(ARGV[2])
-if ARGV[4] ~= '' and after[1] < tonumber(ARGV[4]) then return {'too_old', epoch} end
 -- "0-0": a client that saw no event yet; any other offset was an entry of this epoch.
 local seen = older({0, 0}, after)
+if seen and ARGV[4] ~= '' and after[1] < tonumber(ARGV[4]) then return {'too_old', epoch} end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if seen then return {'trimmed', epoch} end
   return {'ok', epoch, {}}

@@ -13,10 +13,12 @@ twice: clients de-duplicate by event id). A channel with no confirmed position y
 provisional epoch that no broker issues, so resuming from it is answered ``epoch_changed``:
 an explicit gap, never a silent one.
 
-A flusher task publishes the buffer, oldest first, once the broker answers again. The copies
-of those events that come back over pub/sub are not delivered a second time to this process's
-subscribers (matched by channel and event id). Events beyond ``buffer_events`` are counted,
-logged and delivered locally only: they never reach the broker or its history.
+Provisional frames go to the provisional handler (:meth:`Broker.set_provisional_handler`).
+A flusher task publishes the buffer, oldest first, once the broker answers again; the copies
+that come back over pub/sub go to the message handler like any other, and the receiver (the
+hub) sends each only to the clients that did not get it provisionally. Events beyond
+``buffer_events`` are counted, logged and delivered locally only: they never reach the broker
+or its history.
 """
 
 from __future__ import annotations
@@ -25,11 +27,9 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
-
-import orjson
 
 from bridge.brokers.base import Broker, BrokerError, Replay
 from bridge.events import frame_epoch
@@ -59,8 +59,7 @@ def is_provisional(frame: bytes) -> bool:
 
 class ResilientBroker(Broker):
     def __init__(self, inner: Broker, *, buffer_events: int = 10_000,
-                 retry_delay: float = 0.5, publish_timeout: float = 5.0,
-                 echo_size: int = 100_000) -> None:
+                 retry_delay: float = 0.5, publish_timeout: float = 5.0) -> None:
         super().__init__()
         self.inner = inner
         self.display_url = inner.display_url
@@ -68,9 +67,6 @@ class ResilientBroker(Broker):
         self._buffer_events = buffer_events
         self._retry_delay = retry_delay
         self._publish_timeout = publish_timeout
-        #: (channel, event id) delivered provisionally whose broker copy is still to come back.
-        self._echoes: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._echo_size = echo_size
         self._confirmed: dict[str, tuple[str, str]] = {}
         self._provisional_epoch = "p" + secrets.token_hex(6)
         self._flusher: asyncio.Task[None] | None = None
@@ -78,8 +74,7 @@ class ResilientBroker(Broker):
         self._outage_since: float | None = None
         self._last_error: str | None = None
         self._overflow_log = Every(5.0)
-        self.counts = {"buffered": 0, "flushed": 0, "overflow": 0, "local_deliveries": 0,
-                       "echoes_dropped": 0}
+        self.counts = {"buffered": 0, "flushed": 0, "overflow": 0, "local_deliveries": 0}
         inner.set_handler(self._from_inner)
         inner.set_gap_handler(self._deliver_gap)
 
@@ -118,27 +113,15 @@ class ResilientBroker(Broker):
         epoch = frame_epoch(frame)
         if epoch is not None:
             self._confirmed[channel] = (epoch, offset)
-        if self._echoes:
-            try:
-                event_id = orjson.loads(frame)["event"]["id"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                event_id = None
-            if event_id is not None and (channel, event_id) in self._echoes:
-                del self._echoes[(channel, event_id)]
-                self.counts["echoes_dropped"] += 1
-                return
         self._deliver(channel, offset, frame)
 
     def _deliver_locally(self, channels: Sequence[str], event_json: bytes,
-                         event_id: str | None, expect_echo: bool) -> list[str]:
+                         event_id: str | None) -> list[str]:
         offsets = []
         for channel in channels:
             epoch, offset = self._confirmed.get(channel, (self._provisional_epoch, "0-0"))
-            if expect_echo and event_id is not None:
-                self._echoes[(channel, event_id)] = None
-                if len(self._echoes) > self._echo_size:
-                    self._echoes.popitem(last=False)
-            self._deliver(channel, offset, provisional_frame(channel, epoch, offset, event_json))
+            frame = provisional_frame(channel, epoch, offset, event_json)
+            self._deliver_provisional(channel, offset, frame, event_id)
             offsets.append(offset)
         self.counts["local_deliveries"] += 1
         return offsets
@@ -163,11 +146,11 @@ class ResilientBroker(Broker):
                 log.error("broker unreachable and buffer full (%d): events delivered locally "
                           "only, not published (%d so far)", self._buffer_events,
                           self.counts["overflow"])
-            return self._deliver_locally(channels, event_json, event_id, expect_echo=False)
+            return self._deliver_locally(channels, event_json, event_id)
         self._buffer.append((list(channels), event_json, event_id))
         self.counts["buffered"] += 1
         self._wake.set()
-        return self._deliver_locally(channels, event_json, event_id, expect_echo=True)
+        return self._deliver_locally(channels, event_json, event_id)
 
     async def _publish(self, channels: Sequence[str], event_json: bytes,
                        event_id: str | None) -> list[str] | None:
@@ -198,17 +181,13 @@ class ResilientBroker(Broker):
                     continue
                 channels, event_json, event_id = self._buffer[0]
                 try:
-                    offsets = await self._publish(channels, event_json, event_id)
+                    await self._publish(channels, event_json, event_id)
                 except BrokerError as exc:
                     self._enter_outage(str(exc))
                     await asyncio.sleep(self._retry_delay)
                     continue
                 self._buffer.popleft()
                 self.counts["flushed"] += 1
-                if offsets is None and event_id is not None:
-                    # Published by another instance: no copy of ours will come back.
-                    for channel in channels:
-                        self._echoes.pop((channel, event_id), None)
             if self._outage_since is not None:
                 log.info("broker reachable again after %.1fs; buffer published",
                          time.time() - self._outage_since)
@@ -224,6 +203,9 @@ class ResilientBroker(Broker):
 
     async def epoch(self, channel: str) -> str:
         return await self.inner.epoch(channel)
+
+    async def position(self, channel: str) -> tuple[str, str]:
+        return await self.inner.position(channel)
 
     async def history(self, channel: str, after: str | None, limit: int
                       ) -> list[tuple[str, bytes]]:

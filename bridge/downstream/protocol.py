@@ -232,11 +232,11 @@ def encode_welcome(
 
 
 def encode_subscribed(
-    cid: ClientId, channels: tuple[str, ...] | list[str], epochs: dict[str, str] | None = None
+    cid: ClientId, channels: tuple[str, ...] | list[str], epochs: dict[str, str] | None = None,
+    offsets: dict[str, str] | None = None,
 ) -> str:
-    return _dumps(
-        {"type": "subscribed", "id": cid, "channels": list(channels), "epochs": epochs or {}}
-    )
+    return _dumps({"type": "subscribed", "id": cid, "channels": list(channels),
+                   "epochs": epochs or {}, "offsets": offsets or {}})
 
 
 def encode_unsubscribed(

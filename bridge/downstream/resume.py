@@ -7,9 +7,10 @@ reading, then :meth:`bridge.hub.Hub.release` queues the held frames newer than t
 offset. History and held frames overlap (the join precedes the first history read), so nothing
 is missed, and the offset comparison drops what was doubled.
 
-When the broker cannot cover the gap (``epoch_changed``, ``trimmed``, ``too_old``) or fails
-mid-way, the client gets one ``gap`` message, then live frames only: never a silent partial
-replay.
+When the broker cannot cover the gap (``trimmed``, ``too_old``) or fails mid-way, the client
+gets one ``gap`` message, then live frames only: never a silent partial replay. After
+``epoch_changed`` the gap is followed by what the new epoch holds that is newer than the
+client's offset, then live frames.
 
 Every resume is counted by outcome in :attr:`bridge.hub.Hub.resumes` (plain numbers, read by
 the metrics endpoint): :data:`OUTCOMES`.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bridge.brokers.base import BrokerError, ReplayStatus
+from bridge.brokers.base import BrokerError, ReplayStatus, offset_key
 from bridge.downstream import protocol as p
 from bridge.hub import Hub
 from bridge.link import ClientLink
@@ -53,19 +54,30 @@ async def resume(
     send_timeout: float,
     page: int = PAGE,
 ) -> None:
-    """Replay ``channel`` after ``(epoch, offset)`` into ``link``, then make it live."""
-    after = offset
-    current = epoch
+    """Replay ``channel`` after ``(epoch, offset)`` into ``link``, then make it live.
+
+    When the channel's epoch changed (its history was lost), the client gets a ``gap``, then
+    the entries of the new epoch newer than its offset: offsets are times, and an epoch that
+    began after a loss holds only events newer than those lost, so nothing it has comes again.
+    """
+    want, after, current = epoch, offset, epoch
+    floor: tuple[int, int] | None = None  # after a new epoch: entries at or below are skipped
+    age: float | None = max_age
     try:
         while link.close_code is None:
             async with asyncio.timeout(broker_timeout):
                 replay = await hub.broker.replay(
-                    channel, epoch=epoch, after=after, limit=page, max_age=max_age
-                )
+                    channel, epoch=want, after=after, limit=page, max_age=age)
             current = replay.epoch
-            if replay.status is not ReplayStatus.OK:
+            if replay.status is ReplayStatus.EPOCH_CHANGED and floor is None:
                 _count(hub, replay.status.value)
                 link.put(p.encode_gap(channel, replay.status.value, replay.epoch))
+                want, after, floor, age = replay.epoch, "0-0", offset_key(offset), None
+                continue
+            if replay.status is not ReplayStatus.OK:
+                if floor is None:  # else the client has its gap already
+                    _count(hub, replay.status.value)
+                    link.put(p.encode_gap(channel, replay.status.value, replay.epoch))
                 # Same epoch: frames up to the client's own offset are still ones it has.
                 if replay.epoch == epoch:
                     hub.release(link, channel, offset, epoch)
@@ -73,12 +85,13 @@ async def resume(
                     hub.release(link, channel, None)
                 return
             for item_offset, frame in replay.items:
-                text = frame.decode()
+                after = item_offset
+                if floor is not None and offset_key(item_offset) <= floor:
+                    continue
                 if not await link.wait_room(len(frame), send_timeout):
                     _count(hub, "closed")
                     return
-                link.put(text, len(frame))
-                after = item_offset
+                link.put(frame.decode(), len(frame))
             if replay.complete or not replay.items:
                 break
     except (BrokerError, TimeoutError) as exc:
@@ -87,5 +100,6 @@ async def resume(
         link.put(p.encode_gap(channel, p.GAP_UNAVAILABLE, current))
         hub.release(link, channel, after, current)
         return
-    _count(hub, "ok" if link.close_code is None else "closed")
+    if floor is None:
+        _count(hub, "ok" if link.close_code is None else "closed")
     hub.release(link, channel, after, current)

@@ -287,9 +287,10 @@ class Session:
             return
         resumes = {c: (e, o) for c, e, o in msg.resume if c in new}
         try:
-            # Epochs first: once joined, live frames may follow, and none may precede the reply.
+            # Positions first: once joined, live frames may follow, and none may precede the
+            # reply; every event after a position read before the join is live or in history.
             async with asyncio.timeout(self.cfg.broker_timeout):
-                epochs = {c: await self.hub.broker.epoch(c) for c in msg.channels}
+                positions = {c: await self.hub.broker.position(c) for c in msg.channels}
             joined = await self.hub.subscribe_many(link, new, hold=resumes)
         except (BrokerError, TimeoutError) as exc:
             log.warning("session %s: subscribe failed: %s", self.session,
@@ -297,7 +298,9 @@ class Session:
             link.put(self._error(p.E_UNAVAILABLE, "the broker is unavailable, retry later", msg.id))
             return
         self.channels.update(new)
-        link.put(p.encode_subscribed(msg.id, msg.channels, epochs))
+        link.put(p.encode_subscribed(msg.id, msg.channels,
+                                     {c: e for c, (e, _) in positions.items()},
+                                     {c: o for c, (_, o) in positions.items()}))
         for channel in joined:
             if channel in resumes:
                 epoch, offset = resumes[channel]

@@ -180,9 +180,13 @@ export class CallBridge extends EventTarget {
         this._emit("renewed", msg);
         break;
       case "subscribed":
+        // A channel without a position starts from the one the server read when it was
+        // subscribed: events published while a reconnect is under way are then resumed too.
+        // One with a position keeps it (the server answers a lost epoch with a gap).
         for (const [channel, epoch] of Object.entries(msg.epochs || {})) {
+          const offset = (msg.offsets || {})[channel];
           const cur = this._cursors.get(channel);
-          if (cur && cur.epoch !== epoch) this._cursors.set(channel, { epoch, offset: null });
+          if (offset && (!cur || !cur.offset)) this._cursors.set(channel, { epoch, offset });
         }
         break;
       case "unsubscribed":
@@ -241,8 +245,9 @@ export class CallBridge extends EventTarget {
   }
 
   _onGap(msg) {
+    // The position stays: resuming from it again is answered with what history still has
+    // after it (the new epoch's events after an epoch change) or the same gap.
     this.stats.gaps += 1;
-    this._cursors.set(msg.channel, { epoch: msg.epoch, offset: null });
     this._emit("gap", msg);
   }
 

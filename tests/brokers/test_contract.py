@@ -203,6 +203,18 @@ async def test_epoch_is_stable_and_carried_by_every_frame(
     )
 
 
+async def test_position_is_the_epoch_and_the_newest_offset(broker: Broker) -> None:
+    epoch, offset = await broker.position("calls:acme")
+    assert (epoch, offset) == (await broker.epoch("calls:acme"), "0-0")
+    offsets = [(await broker.publish(["calls:acme"], event_json()))[0] for _ in range(3)]
+    assert await broker.position("calls:acme") == (epoch, offsets[-1])
+    replay = await broker.replay("calls:acme", epoch=epoch, after=offsets[-1], limit=10)
+    assert replay.status == "ok" and replay.items == []
+    # The position of a channel with no event yet is never too old.
+    replay = await broker.replay("calls:acme", epoch=epoch, after="0-0", limit=10, max_age=1)
+    assert replay.status == "ok" and [o for o, _ in replay.items] == offsets
+
+
 async def test_replay_pages_through_the_gap_with_a_complete_flag(broker: Broker) -> None:
     events = [event_json(n) for n in range(7)]
     offsets = [(await broker.publish(["calls:acme"], e))[0] for e in events]

@@ -83,9 +83,10 @@ def test_encoders_produce_the_documented_shapes() -> None:
                                    expiry_grace=10, idle_timeout=75)) == {
         "type": "welcome", "sub": "crm", "expires_at": 1.5e9, "session": "s", "heartbeat": 25,
         "expiry_grace": 10, "idle_timeout": 75}
-    assert decode(p.encode_subscribed("a", ("x:1", "x:2"), {"x:1": "e1", "x:2": "e2"})) == {
+    assert decode(p.encode_subscribed("a", ("x:1", "x:2"), {"x:1": "e1", "x:2": "e2"},
+                                      {"x:1": "0-0", "x:2": "17-3"})) == {
         "type": "subscribed", "id": "a", "channels": ["x:1", "x:2"],
-        "epochs": {"x:1": "e1", "x:2": "e2"}}
+        "epochs": {"x:1": "e1", "x:2": "e2"}, "offsets": {"x:1": "0-0", "x:2": "17-3"}}
     assert decode(p.encode_unsubscribed(None, ["x:1"])) == {
         "type": "unsubscribed", "id": None, "channels": ["x:1"]}
     assert decode(p.encode_unsubscribed(None, ["x:1"], reason="not_granted")) == {

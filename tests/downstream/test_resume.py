@@ -18,6 +18,7 @@ from bridge.hub import Hub
 from bridge.link import ClientLink
 from bridge.redis_client import drop_prefix
 from tests.redis_proxy import Proxy
+from tests.redis_server import private_redis
 
 from .conftest import SCALE
 from .harness import REDIS_URL, WAIT, StartBridge, client, recv, subscribe, token
@@ -244,3 +245,38 @@ async def test_a_live_feed_lagging_behind_the_replay_sends_nothing_twice(
     finally:
         await proxy.stop()
         await drop_prefix(REDIS_URL, prefix)
+
+
+async def test_a_resume_across_a_lost_history_gets_a_gap_then_the_new_epochs_events(
+        bridge: StartBridge) -> None:
+    """Redis restarted empty while the client was away: a gap, then what was published since
+    (the new epoch), then live events; nothing it had comes again."""
+    async with private_redis() as server, bridge(RedisBroker(server.url, prefix="cb:")) as b:
+        epoch, offset = await last_seen(b)
+        await server.restart()
+        since = [(await b.publish(CH))[0] for _ in range(3)]
+        async with client(b.url, token("calls:acme:*")) as (ws, _):
+            reply = await subscribe_resume(ws, CH, epoch, offset)
+            assert reply["type"] == "subscribed" and reply["epochs"][CH] != epoch
+            gap = await recv(ws)
+            assert (gap["type"], gap["reason"], gap["epoch"]) == (
+                "gap", "epoch_changed", reply["epochs"][CH])
+            assert [(await recv(ws))["offset"] for _ in since] == since
+            live, _ = await b.publish(CH)
+            assert (await recv(ws))["offset"] == live
+        assert b.hub.resumes == {"epoch_changed": 1}
+
+
+async def test_a_client_that_saw_no_event_resumes_from_the_subscribed_position(
+        bridge: StartBridge) -> None:
+    """A quiet channel: the client has no event to resume from, but ``subscribed`` gave it the
+    channel's position; events published while it was away reach it on its return."""
+    async with bridge(MemoryBroker()) as b:
+        await b.publish(CH)  # before the client: not promised to it
+        async with client(b.url, token("calls:acme:*")) as (ws, _):
+            reply = await subscribe(ws, CH)
+            epoch, offset = reply["epochs"][CH], reply["offsets"][CH]
+        missed = [(await b.publish(CH))[0] for _ in range(2)]
+        async with client(b.url, token("calls:acme:*")) as (ws, _):
+            assert (await subscribe_resume(ws, CH, epoch, offset))["type"] == "subscribed"
+            assert [(await recv(ws))["offset"] for _ in missed] == missed

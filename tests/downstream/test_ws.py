@@ -41,7 +41,7 @@ async def test_auth_welcome_and_events(bridge: StartBridge) -> None:
             epoch = await b.broker.epoch("calls:acme:1001")
             assert await subscribe(ws, "calls:acme:1001", cid=1) == {
                 "type": "subscribed", "id": 1, "channels": ["calls:acme:1001"],
-                "epochs": {"calls:acme:1001": epoch}}
+                "epochs": {"calls:acme:1001": epoch}, "offsets": {"calls:acme:1001": "0-0"}}
             sent = [await b.publish("calls:acme:1001") for _ in range(3)]
             for offset, event in sent:
                 assert await recv(ws) == {"type": "event", "channel": "calls:acme:1001",

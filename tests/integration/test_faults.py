@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from bridge.brokers.base import BrokerError
 from bridge.brokers.memory import MemoryBroker
 from bridge.brokers.redis import RedisBroker
 from bridge.brokers.resilient import ResilientBroker
+from bridge.hub import Hub
 from tests.integration.conftest import SCALE, TENANT, eventually
 from tests.integration.test_instances import Client, instances, no_duplicates
 from tests.downstream.conftest import run_uvicorn
@@ -38,38 +40,66 @@ def event(n: int) -> tuple[str, bytes]:
     return event_id, orjson.dumps({"id": event_id, "n": n})
 
 
-async def test_outage_delivers_locally_then_publishes_in_order_without_echo():
+class Reader:
+    """A hub client whose frames are read as they come (its link's writer, sending to a list)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.link = hub.attach()
+        self.got: list[dict] = []
+        self._task = asyncio.create_task(self.link.run(self._send, 5.0))
+
+    async def _send(self, frame: str) -> None:
+        self.got.append(orjson.loads(frame))
+
+    async def settled(self) -> list[dict]:
+        async with asyncio.timeout(5 * SCALE):
+            while self.link.queued_bytes:
+                await asyncio.sleep(0.01)
+        return self.got
+
+    async def close(self) -> None:
+        self.link.close(1000)
+        await self._task
+
+
+async def test_outage_delivers_locally_then_publishes_each_event_once_to_every_client():
     inner = FlakyBroker()
     broker = ResilientBroker(inner, buffer_events=100, retry_delay=0.01)
-    got: list[dict] = []
-    broker.set_handler(lambda channel, offset, frame: got.append(orjson.loads(frame)))
+    hub = Hub(broker)
     await broker.start()
-    await broker.subscribe("calls:t")
+    early = Reader(hub)
+    await hub.subscribe(early.link, "calls:t")
     try:
         for n in range(3):
             await broker.publish(["calls:t"], event(n)[1], event_id=event(n)[0])
-        confirmed = (got[-1]["epoch"], got[-1]["offset"])
+        confirmed = ((await early.settled())[-1]["epoch"], early.got[-1]["offset"])
         inner.down = True
         for n in range(3, 8):
             await broker.publish(["calls:t"], event(n)[1], event_id=event(n)[0])
         assert broker.health()["state"] == "buffering"
         assert broker.health()["buffered"] == 5
         # delivered at once, marked provisional, carrying the last confirmed position
-        provisional = got[3:]
+        provisional = (await early.settled())[3:]
         assert [m["event"]["n"] for m in provisional] == [3, 4, 5, 6, 7]
         assert all(m.get("provisional") is True for m in provisional)
         assert {(m["epoch"], m["offset"]) for m in provisional} == {confirmed}
+        late = Reader(hub)  # joins after the provisional frames went out
+        await hub.subscribe(late.link, "calls:t")
         inner.down = False
         assert await broker.flush(5 * SCALE)
         await broker.publish(["calls:t"], event(8)[1], event_id=event(8)[0])
-        # each event delivered exactly once; the broker copies of buffered events were dropped
-        assert [m["event"]["n"] for m in got] == list(range(9))
+        # each event once to each client: the published copies only to the one without them
+        assert [m["event"]["n"] for m in await early.settled()] == list(range(9))
+        assert [m["event"]["n"] for m in await late.settled()] == list(range(3, 9))
+        assert not any(m.get("provisional") for m in late.got)
         assert broker.health()["state"] != "buffering"
         # history holds everything, in order: a client resuming from the provisional
         # position is replayed the buffered events (and may see them twice, by event id)
         replay = await broker.replay("calls:t", epoch=confirmed[0], after=confirmed[1], limit=50)
         assert replay.status == "ok"
         assert [orjson.loads(f)["event"]["n"] for _, f in replay.items] == list(range(3, 9))
+        await early.close()
+        await late.close()
     finally:
         await broker.close()
 
@@ -77,10 +107,10 @@ async def test_outage_delivers_locally_then_publishes_in_order_without_echo():
 async def test_overflow_is_counted_and_still_delivered_locally():
     inner = FlakyBroker()
     broker = ResilientBroker(inner, buffer_events=2, retry_delay=0.01)
-    got: list[dict] = []
-    broker.set_handler(lambda channel, offset, frame: got.append(orjson.loads(frame)))
+    hub = Hub(broker)
     await broker.start()
-    await broker.subscribe("calls:t")
+    reader = Reader(hub)
+    await hub.subscribe(reader.link, "calls:t")
     try:
         await broker.publish(["calls:t"], event(0)[1], event_id=event(0)[0])
         inner.down = True
@@ -90,31 +120,11 @@ async def test_overflow_is_counted_and_still_delivered_locally():
         assert (health["buffered"], health["overflow"]) == (2, 3)
         inner.down = False
         assert await broker.flush(5 * SCALE)
-        assert [m["event"]["n"] for m in got] == list(range(6))
+        assert [m["event"]["n"] for m in await reader.settled()] == list(range(6))
         history = await broker.history("calls:t", None, 50)
         # only what fit in the buffer reached the broker
         assert [orjson.loads(f)["event"]["n"] for _, f in history] == [0, 1, 2]
-    finally:
-        await broker.close()
-
-
-async def test_events_published_elsewhere_meanwhile_are_not_awaited_as_echoes():
-    inner = FlakyBroker()
-    broker = ResilientBroker(inner, buffer_events=10, retry_delay=0.01)
-    got: list[dict] = []
-    broker.set_handler(lambda channel, offset, frame: got.append(orjson.loads(frame)))
-    await broker.start()
-    await broker.subscribe("calls:t")
-    try:
-        inner.down = True
-        await broker.publish(["calls:t"], event(1)[1], event_id=event(1)[0])
-        inner.down = False
-        # another instance published the same event first: the broker de-duplicates it
-        inner._seen.add("ev-1")
-        assert await broker.flush(5 * SCALE)
-        assert not broker._echoes, "no copy of ev-1 will come back: nothing may wait for one"
-        await broker.publish(["calls:t"], event(2)[1], event_id=event(2)[0])
-        assert [m["event"]["n"] for m in got] == [1, 2]
+        await reader.close()
     finally:
         await broker.close()
 
