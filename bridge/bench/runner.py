@@ -16,7 +16,7 @@ from typing import Any
 from bridge.bench import common, report
 from bridge.bench.targets import TARGETS
 
-SCENARIOS = ("callcenter", "firehose", "idle", "upstream")
+SCENARIOS = ("callcenter", "chaos", "firehose", "idle", "upstream")
 #: Scenarios that only make sense for callbridge (they drive its upstream side).
 CALLBRIDGE_ONLY = {"callcenter", "upstream"}
 
@@ -45,6 +45,15 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--apps", type=int,
                        help="upstream: oapi apps the streams use (default: one per 50 "
                             "streams; streams of one app share its token)")
+    chaos = bench.add_argument_group(
+        "chaos", "load and combined faults on real processes, checked from outside "
+                 "(docs/operations.md); --runs, --clients, --duration and --json apply too")
+    chaos.add_argument("--profile", choices=("long", "short"), default="short",
+                       help="chaos: run size (default: %(default)s)")
+    chaos.add_argument("--seed", type=int,
+                       help="chaos: the first run's seed, to replay a run (default: random)")
+    chaos.add_argument("--keep", metavar="DIR",
+                       help="chaos: keep each run's configurations, logs and client records")
 
 
 def scenario_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,6 +110,10 @@ def ratios(scenario: str, per_target: dict[str, list[dict[str, Any]]]) -> dict[s
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.scenario == "chaos":
+        from bridge.chaos.run import main as chaos_main
+
+        return chaos_main(args, argv)
     data = run(args, argv)
     print(report.table(data))
     for name, value in data["ratios"].items():

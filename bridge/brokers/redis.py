@@ -8,8 +8,9 @@ too, so its epoch check, trim check and read see one consistent state.
 
 Live delivery uses one pub/sub connection read by one owned task, kept alive (reconnect, liveness
 probe, re-subscribe) by :class:`bridge.brokers.redis_pubsub.Subscriber`; what was published
-while it was away is caught up from history by :class:`bridge.brokers.continuity.Continuity`. Commands are not retried by the client library (a retried publish
-could append an event twice); a failed command raises :class:`BrokerError`.
+while it was away is caught up from history by :class:`bridge.brokers.continuity.Continuity`.
+Commands are not retried by the client library (a retried publish could append an event
+twice); a failed command raises :class:`BrokerError`.
 """
 
 from __future__ import annotations

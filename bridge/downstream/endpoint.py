@@ -100,8 +100,9 @@ class Route:
 
     def is_revoked(self, grant: Grant) -> bool:
         """From the instance's copy of the revoked ids: no I/O, so a storm of connections
-        costs the revocation store nothing. Raises :class:`~bridge.revocation.NotSynced` while this instance has
-        no copy yet (it never fails open, nor locks out a client it can decide on)."""
+        costs the revocation store nothing. Raises :class:`~bridge.revocation.NotSynced` while
+        this instance has no copy yet (it never fails open, nor locks out a client it can
+        decide on)."""
         if self.revocations is None or grant.token_id is None:
             return False
         return self.revocations.is_revoked(grant.token_id)

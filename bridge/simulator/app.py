@@ -46,6 +46,8 @@ class SimulatorSettings:
     dialects: tuple[str, ...] = ALL_DIALECTS
     expiry_policy: str = "subscribe"
     heartbeat_interval: float = 10.0
+    #: Frames queued per signal socket; a socket that falls further behind loses signals.
+    queue_limit: int = 50
     time_scale: float = 1.0
     seed: int | None = None
     #: Start generating calls at once; otherwise only when a rate is set through the control API.
@@ -60,7 +62,8 @@ class Simulator:
         self.tokens = TokenStore(dict(s.apps), lifetime=s.token_lifetime,
                                  expire_format=s.expire_format)
         self.hub = SignalHub(self.tokens, dialects=s.dialects, expiry_policy=s.expiry_policy,
-                             heartbeat_interval=s.heartbeat_interval)
+                             heartbeat_interval=s.heartbeat_interval,
+                             queue_limit=s.queue_limit)
         #: Past calls, as the oapi's call history serves them (fed by the traffic).
         self.rest = OapiRest()
         self.journal: deque[tuple[str, str, str, str]] = deque(maxlen=s.journal_size or 1)

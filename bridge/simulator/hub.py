@@ -137,6 +137,12 @@ class SignalHub:
         self._sids.clear()
         await self._stop(list(self._conns), CLOSE_RESTART)
 
+    def subscribers(self, account_id: str) -> int:
+        """How many open sockets hold a subscription for ``account_id`` now: 0 means its
+        signals reach nobody."""
+        return sum(1 for c in self._conns if not c.stop.is_set()
+                   and any(acc == account_id for acc, _ in c.subs))
+
     def stats(self) -> dict[str, int]:
         return {"connections": len(self._conns),
                 "subscriptions": sum(len(c.subs) for c in self._conns), **self._counts}

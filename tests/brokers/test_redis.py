@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 
 from bridge.brokers.base import BrokerError, ReplayStatus
 from bridge.brokers.redis import RedisBroker
-from tests.redis_proxy import Proxy
 from bridge.brokers.redis_pubsub import Probe
 from bridge.brokers.redis_wire import display_url, frame_offset
 from bridge.events import Event, EventType, envelope
 from bridge.redis_client import drop_prefix
+from tests.redis_proxy import Proxy
 from tests.redis_server import private_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -14,10 +14,10 @@ from bridge.brokers.memory import MemoryBroker
 from bridge.brokers.redis import RedisBroker
 from bridge.brokers.resilient import ResilientBroker
 from bridge.hub import Hub
-from tests.integration.conftest import SCALE, TENANT, eventually
-from tests.integration.test_instances import Client, instances, no_duplicates
 from tests.downstream.conftest import run_uvicorn
 from tests.downstream.harness import bridge_starter, client, recv, subscribe, token
+from tests.integration.conftest import SCALE, TENANT, eventually
+from tests.integration.test_instances import Client, instances, no_duplicates
 from tests.redis_server import private_redis
 
 
