@@ -85,7 +85,7 @@ class BrokerConfig(_Section):
     buffer_events: int = Field(10_000, ge=1)
     #: Redis connections this instance opens for commands (publish, history, epochs) at most;
     #: a command that finds all of them busy waits for one, up to the connect timeout.
-    pool_size: int = Field(64, ge=1, le=10_000)
+    pool_size: int = Field(64, ge=2, le=10_000)
 
     @field_validator("url")
     @classmethod

@@ -40,12 +40,10 @@ import logging
 from collections import OrderedDict
 from typing import Iterable
 
-import orjson
-
 from bridge.brokers.base import Broker, BrokerError, offset_key
 from bridge.brokers.resilient import is_provisional
 from bridge.downstream.protocol import encode_gap
-from bridge.events import frame_epoch
+from bridge.events import frame_epoch, frame_event_id
 from bridge.link import PEER_GONE, SLOW_CONSUMER, ClientLink
 from bridge.redact import redact
 
@@ -174,11 +172,8 @@ class Hub:
 
     def _echo_of(self, channel: str, frame: bytes) -> int | None:
         """The join counter when this frame's event was sent provisionally, or None."""
-        try:
-            event_id = orjson.loads(frame)["event"]["id"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return None
-        since = self._echoes.pop((channel, event_id), None) if isinstance(event_id, str) else None
+        event_id = frame_event_id(frame)
+        since = self._echoes.pop((channel, event_id), None) if event_id is not None else None
         if since is not None:
             self._forget_echo(channel)
         return since

@@ -32,7 +32,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.brokers.base import Broker, BrokerError, Replay
-from bridge.events import frame_epoch
+from bridge.events import frame_epoch, frame_event_id
+from bridge.recent import RecentIds
 from bridge.logs import Every
 
 log = logging.getLogger("bridge.brokers.resilient")
@@ -59,7 +60,8 @@ def is_provisional(frame: bytes) -> bool:
 
 class ResilientBroker(Broker):
     def __init__(self, inner: Broker, *, buffer_events: int = 10_000,
-                 retry_delay: float = 0.5, publish_timeout: float = 5.0) -> None:
+                 retry_delay: float = 0.5, publish_timeout: float = 5.0,
+                 published_size: int = 100_000) -> None:
         super().__init__()
         self.inner = inner
         self.display_url = inner.display_url
@@ -68,13 +70,17 @@ class ResilientBroker(Broker):
         self._retry_delay = retry_delay
         self._publish_timeout = publish_timeout
         self._confirmed: dict[str, tuple[str, str]] = {}
+        #: Ids of events that came back from the broker: published, by this instance or
+        #: another running the same stream; one of those is never delivered provisionally.
+        self._published = RecentIds(published_size)
         self._provisional_epoch = "p" + secrets.token_hex(6)
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._outage_since: float | None = None
         self._last_error: str | None = None
         self._overflow_log = Every(5.0)
-        self.counts = {"buffered": 0, "flushed": 0, "overflow": 0, "local_deliveries": 0}
+        self.counts = {"buffered": 0, "flushed": 0, "overflow": 0, "local_deliveries": 0,
+                       "already_published": 0}
         inner.set_handler(self._from_inner)
         inner.set_gap_handler(self._deliver_gap)
 
@@ -113,6 +119,9 @@ class ResilientBroker(Broker):
         epoch = frame_epoch(frame)
         if epoch is not None:
             self._confirmed[channel] = (epoch, offset)
+        event_id = frame_event_id(frame)
+        if event_id is not None:
+            self._published.add(event_id)
         self._deliver(channel, offset, frame)
 
     def _deliver_locally(self, channels: Sequence[str], event_json: bytes,
@@ -140,6 +149,11 @@ class ResilientBroker(Broker):
                 return await self._publish(channels, event_json, event_id)
             except BrokerError as exc:
                 self._enter_outage(str(exc))
+        if event_id is not None and event_id in self._published:
+            # Another instance running the same stream published it already, and this
+            # process's clients had it then: neither buffered nor shown again.
+            self.counts["already_published"] += 1
+            return None
         if len(self._buffer) >= self._buffer_events:
             self.counts["overflow"] += 1
             if self._overflow_log.due():

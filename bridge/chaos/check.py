@@ -7,8 +7,10 @@ Pure: :func:`check` takes the run's record (plain data, as loaded from JSON) and
   client subscribed and before its last connection ended, received neither provisionally nor
   for real, and with no ``gap`` on that channel after the event was first seen anywhere
   (docs/protocol.md "What an open connection is promised": once, or a gap, never a silent hole);
-- ``duplicate``: an event received twice, except the documented one: seen provisionally, then
-  for real on a later connection (a resume replays it with its real offset);
+- ``duplicate``: an event received twice, except the documented cases: seen provisionally,
+  then for real on a later connection (a resume replays it with its real offset); and a copy in
+  a new epoch after an ``epoch_changed`` gap (Redis lost its data and with it the event's
+  de-duplication mark; a provider reading its source again published it anew);
 - ``out_of_order``: a confirmed (non-provisional) frame whose offset does not follow the previous
   confirmed frame's within the same epoch, across all the client's connections;
 - ``upstream_lost``: a signal the simulator sent that no client ever saw, outside the documented
@@ -95,6 +97,7 @@ class Stats:
     excused_by_gap: int = 0
     excused_buffer_loss: int = 0  # provisional-only events missing, inside a buffer loss window
     provisional_redelivered: int = 0
+    republished_after_data_loss: int = 0  # a copy in a new epoch, after an epoch_changed gap
     upstream_excused: int = 0
     gaps_by_reason: dict[str, int] = field(default_factory=dict)
     gaps_by_client: dict[str, dict[str, int]] = field(default_factory=dict)  # only non-zero
@@ -157,10 +160,12 @@ class _Sink:
 class _Lane:
     """What one logical client received on one channel."""
 
-    # event id -> (connection of its provisional copy or None, confirmed copy received)
-    copies: dict[str, tuple[int | None, bool]] = field(default_factory=dict)
+    # event id -> (connection of its provisional copy or None, confirmed copy received, the
+    # epoch of the latest copy, epoch_changed gaps received before it)
+    copies: dict[str, tuple[int | None, bool, str | None, int]] = field(default_factory=dict)
     position: tuple[str, tuple[int, int]] | None = None  # last confirmed (epoch, offset)
     gaps: int = 0
+    epoch_gaps: int = 0
     last_gap_t: float = -math.inf
 
 
@@ -217,6 +222,7 @@ def _scan(client: Client, truth: _Truth, sink: _Sink, stats: Stats,
                      f"{kind!r} frame on conn {conn}, a channel the client never held", t)
         elif kind == "g":
             lane.gaps += 1
+            lane.epoch_gaps += value == "epoch_changed"
             lane.last_gap_t = max(lane.last_gap_t, t)
             gaps[str(value)] += 1
         elif kind != "e":
@@ -228,7 +234,7 @@ def _scan(client: Client, truth: _Truth, sink: _Sink, stats: Stats,
                 seen[value] = t
             if not provisional:
                 truth.confirmed[channel].add(value)
-            if _once(lane, conn, value, bool(provisional), name, channel, t, sink, stats):
+            if _once(lane, conn, value, epoch, bool(provisional), name, channel, t, sink, stats):
                 if not provisional:
                     _check_order(lane, epoch, offset, name, channel, value, t, sink)
             elif not provisional:
@@ -243,24 +249,36 @@ def _scan(client: Client, truth: _Truth, sink: _Sink, stats: Stats,
     return lanes
 
 
-def _once(lane: _Lane, conn: int, event: str, provisional: bool, name: str, channel: str,
-          t: float, sink: _Sink, stats: Stats) -> bool:
+def _once(lane: _Lane, conn: int, event: str, epoch: str | None, provisional: bool, name: str,
+          channel: str, t: float, sink: _Sink, stats: Stats) -> bool:
     """Record one copy of ``event``; False (and a ``duplicate``) when it must not have come.
 
-    A confirmed copy after a provisional one is allowed only on a later connection: a resume
-    from a position before the provisional event replays it (docs/protocol.md). On the same
-    connection the published copy must not be sent again.
+    Two copies are allowed, the documented cases (docs/protocol.md):
+
+    - a confirmed copy after a provisional one on a later connection: a resume from a position
+      before the provisional event replays it; on the same connection the published copy must
+      not be sent again;
+    - any copy in another epoch than the previous one, after an ``epoch_changed`` gap came
+      between them: Redis lost its data, the event's de-duplication mark with it, and a
+      provider that reads its source again published it anew.
     """
-    prov_conn, confirmed = lane.copies.get(event, (None, False))
+    prov_conn, confirmed, last_epoch, gaps_before = lane.copies.get(
+        event, (None, False, None, lane.epoch_gaps))
+    seen_before = prov_conn is not None or confirmed
+    if seen_before and lane.epoch_gaps > gaps_before and epoch != last_epoch:
+        stats.republished_after_data_loss += 1
+        lane.copies[event] = (conn if provisional else None, not provisional, epoch,
+                              lane.epoch_gaps)
+        return True
     if provisional:
-        duplicate = prov_conn is not None or confirmed
+        duplicate = seen_before
         if not duplicate:
-            lane.copies[event] = (conn, confirmed)
+            lane.copies[event] = (conn, confirmed, epoch, lane.epoch_gaps)
     else:
         duplicate = confirmed or (prov_conn is not None and conn <= prov_conn)
         if not duplicate:
             stats.provisional_redelivered += prov_conn is not None
-            lane.copies[event] = (prov_conn, True)
+            lane.copies[event] = (prov_conn, True, epoch, lane.epoch_gaps)
     if duplicate:
         before = [f"provisional on conn {prov_conn}"] if prov_conn is not None else []
         before += ["confirmed"] if confirmed else []

@@ -503,3 +503,19 @@ async def test_a_busy_event_loop_is_not_taken_for_a_dead_subscription(broker: Re
         assert (busy.health()["probe_failures"], busy.reconnects) == (0, 0)
     finally:
         await busy.close()
+
+
+async def test_an_exhausted_pool_is_named_with_its_setting(prefix: str, cleanup: None) -> None:
+    # Two connections: the pub/sub subscription holds one of them for good.
+    broker = RedisBroker(REDIS_URL, prefix=prefix, max_connections=2, connect_timeout=0.3,
+                         probe_interval=None)
+    await broker.start()
+    try:
+        busy = asyncio.create_task(broker._client.blpop([f"{prefix}nothing"], timeout=2))
+        await asyncio.sleep(0.1)  # the pool's one connection now waits in BLPOP
+        with pytest.raises(BrokerError) as raised:
+            await broker.publish(["calls:acme"], event_json())
+        assert "connection pool exhausted (pool_size 2)" in str(raised.value)
+        await busy
+    finally:
+        await broker.close()

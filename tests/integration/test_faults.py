@@ -104,6 +104,29 @@ async def test_outage_delivers_locally_then_publishes_each_event_once_to_every_c
         await broker.close()
 
 
+async def test_an_event_another_instance_published_is_not_shown_again_provisionally():
+    """Two instances run one stream (a takeover, or a Redis outage longer than the lease): the
+    other one published an event while this one, still in an outage, receives it too."""
+    inner = FlakyBroker()
+    broker = ResilientBroker(inner, buffer_events=100, retry_delay=5.0)
+    hub = Hub(broker)
+    await broker.start()
+    reader = Reader(hub)
+    await hub.subscribe(reader.link, "calls:t")
+    try:
+        inner.down = True
+        await broker.publish(["calls:t"], event(1)[1], event_id=event(1)[0])  # buffered
+        await MemoryBroker.publish(inner, ["calls:t"], event(2)[1], event_id=event(2)[0])
+        assert await broker.publish(["calls:t"], event(2)[1], event_id=event(2)[0]) is None
+        got = await reader.settled()
+        assert [(m["event"]["n"], bool(m.get("provisional"))) for m in got] == [
+            (1, True), (2, False)]
+        assert broker.health()["already_published"] == 1 and broker.health()["buffered"] == 1
+        await reader.close()
+    finally:
+        await broker.close()
+
+
 async def test_overflow_is_counted_and_still_delivered_locally():
     inner = FlakyBroker()
     broker = ResilientBroker(inner, buffer_events=2, retry_delay=0.01)
