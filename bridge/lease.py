@@ -16,7 +16,8 @@ key ``<prefix>lease:<stream>`` holding ``<instance id>:<random>``:
 An instance that does not hold a stream tries again every ttl/3 (with jitter), or at once when
 a lease notice says it was released (:mod:`bridge.lease_notices`), so a dead holder's streams
 are taken over within the ttl and a stopping holder's within moments. When renewal answers
-"another instance holds it", the stream is stopped at once. When Redis cannot be reached the
+"another instance holds it", the stream keeps running until that instance has marked it live
+(at most one ttl), then stops: no signal falls between the two. When Redis cannot be reached the
 holder keeps its streams running: losing events is worse than receiving them twice, and the
 broker's de-duplication by event id drops the second copy once Redis is back
 (docs/operations.md).
@@ -60,7 +61,8 @@ class LeasedRunner:
 
     :meth:`run` loops until cancelled: in ``standby`` it tries to acquire every ttl/3 with
     jitter, or at once after :meth:`nudge`; once ``held`` it starts the stream task and renews
-    every ttl/3; it stops the stream as soon as renewal says another instance holds the lease.
+    every ttl/3; when renewal says another instance holds the lease, it stops the stream once
+    that instance has it live (or after one ttl).
     Once ``until_live()`` returns (the stream is subscribed upstream; at once when None) the
     lease is marked live and a ``live`` notice sent. Cancelling :meth:`run` stops the stream, unless
     :meth:`detach` was called first (a hand-over: :func:`hand_over`); :meth:`release` then
@@ -153,9 +155,19 @@ class LeasedRunner:
                                                    name=f"live {self.stream}")
             return
         if self.held:
-            log.warning("lease %s lost to another instance: stopping the stream", self.stream)
+            # Another instance holds it now (it took the lease when Redis came back, say).
+            # Until it runs the stream upstream, this one keeps running: signals are received
+            # twice for a moment, and published once, instead of falling between the two.
+            log.warning("lease %s taken by another instance: the stream runs here until it "
+                        "runs there", self.stream)
             self.state = "standby"
+            self.live = False
+            await self._stop_marker()
+            successor = await self.await_successor(time.monotonic() + self.store.ttl)
             await self.stop()
+            log.info("lease %s: stream stopped here (%s)", self.stream,
+                     f"live on {successor[0]}" if successor and successor[1]
+                     else "the other instance is not live yet")
         try:
             self.held_by = await store.holder(self.stream)
         except BrokerError as exc:

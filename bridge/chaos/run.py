@@ -53,7 +53,10 @@ async def run_once(profile: Profile, seed: int, directory: str) -> dict[str, Any
         recovered = await rig.wait_ready(90.0)
         frames = await _quiesce(rig)
     records = _records(rig)
-    report = check.check(_run_input(rig, records, traffic_end))
+    run_input = _run_input(rig, records, traffic_end)
+    with open(os.path.join(directory, "signals.json"), "wb") as f:  # for a post-mortem
+        f.write(orjson.dumps({k: v for k, v in run_input.items() if k != "clients"}))
+    report = check.check(run_input)
     secrets_found = _secrets_in_logs(rig)
     violations = [*report.as_dict()["violations"], *rig.tally.violations]  # type: ignore[misc]
     counts = {k: n for k, n in report.counts.items() if n}
@@ -129,14 +132,24 @@ def _upstream_loss(rig: Rig) -> list[tuple[float, float]]:
     those (during a hand-over, say) is not excused."""
     spans = []
     for entry in rig.log:
-        if entry["kind"] in _UPSTREAM_LOSS and not entry["detail"].startswith("skipped"):
-            before, after = _UPSTREAM_LOSS[entry["kind"]]
+        if entry["detail"].startswith("skipped"):
+            continue
+        kind = entry["kind"]
+        if kind == "instance_term" and _redis_down_at(rig, entry["start"]):
+            kind = "instance_kill"  # no hand-over without Redis: the stream moves after the ttl
+        if kind in _UPSTREAM_LOSS:
+            before, after = _UPSTREAM_LOSS[kind]
             spans.append((entry["start"], before, after))
     windows = [(start - before, start + 0.5) for start, before, _ in spans]
     for t, _, _, _, delivered in rig.simulator.sent:
         if delivered == 0 and any(s - b <= t <= s + a for s, b, a in spans):
             windows.append((t, t))
     return windows
+
+
+def _redis_down_at(rig: Rig, t: float) -> bool:
+    return any(start is not None and start <= t + 0.5 and (end is None or end >= t - 0.5)
+               for start, end in rig.redis_down)
 
 
 def _buffer_loss(rig: Rig) -> list[tuple[float, float]]:
@@ -159,8 +172,9 @@ def _uncovered(rig: Rig) -> list[dict[str, Any]]:
     """Times an upstream account had nobody subscribed at the simulator (sampled every 20 ms),
     with the fault that began last before: how long streams took to move."""
     out = []
+    by_start = sorted(rig.log, key=lambda e: e["start"])
     for account, start, end in rig.uncovered:
-        before = [e for e in rig.log if e["start"] <= start + 0.05]
+        before = [e for e in by_start if e["start"] <= start + 0.05]
         out.append({"account": account, "start": start,
                     "seconds": round((end or time.time()) - start, 3),
                     "after": before[-1]["kind"] if before else None})
@@ -201,11 +215,13 @@ def main(args: argparse.Namespace, argv: list[str]) -> int:
     for n in range(args.runs):
         print(f"[chaos] run {n + 1}/{args.runs}: profile {profile.name}, seed {seed + n}",
               file=sys.stderr, flush=True)
-        directory = args.keep or tempfile.mkdtemp(prefix="callbridge-chaos-")
         if args.keep:
             directory = os.path.join(args.keep, f"seed-{seed + n}")
             os.makedirs(directory, exist_ok=True)
-        results.append(asyncio.run(run_once(profile, seed + n, directory)))
+            results.append(asyncio.run(run_once(profile, seed + n, directory)))
+        else:
+            with tempfile.TemporaryDirectory(prefix="callbridge-chaos-") as directory:
+                results.append(asyncio.run(run_once(profile, seed + n, directory)))
         print(summary(results[-1]), flush=True)
     data = {"command": "callbridge " + " ".join(shlex.quote(a) for a in argv),
             "runs": results, "ok": all(r["ok"] for r in results)}

@@ -107,6 +107,39 @@ async def test_runner_stops_its_stream_when_the_lease_is_taken(lease_prefix):
         await other.close()
 
 
+async def test_a_lost_lease_keeps_the_stream_until_the_new_holder_runs_it(lease_prefix):
+    """Redis came back and another instance took the lease first: the stream runs on here
+    until the new holder has marked it live, so no signal falls between the two."""
+    store = LeaseStore(SHARED_REDIS, prefix=lease_prefix, ttl=6.0, instance_id="inst-a")
+    running, stopped = asyncio.Event(), asyncio.Event()
+
+    async def stream() -> None:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    runner = LeasedRunner(store, "s3", stream)
+    task = asyncio.create_task(runner.run())
+    client = aioredis.Redis.from_url(SHARED_REDIS)
+    try:
+        async with asyncio.timeout(5 * SCALE):
+            await running.wait()
+        await client.set(store.key("s3"), "inst-b:x", px=30_000)
+        await eventually(lambda: runner.snapshot()["state"] == "standby", 5, "the loss noticed")
+        await asyncio.sleep(0.5)
+        assert not stopped.is_set(), "stopped before the new holder runs the stream"
+        await client.set(store.key("s3"), "inst-b:x+live", px=30_000)
+        async with asyncio.timeout(2 * SCALE):
+            await stopped.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+        await store.close()
+
+
 # -- real processes ----------------------------------------------------------------------------
 
 class Instance(ServeProcess):
