@@ -37,22 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import Iterable
 
 from bridge.brokers.base import Broker, BrokerError, offset_key
 from bridge.brokers.resilient import is_provisional
 from bridge.downstream.protocol import encode_gap
-from bridge.events import frame_epoch, frame_event_id
+from bridge.echoes import Echoes
+from bridge.events import frame_epoch
 from bridge.link import PEER_GONE, SLOW_CONSUMER, ClientLink
 from bridge.redact import redact
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PEER_GONE", "SLOW_CONSUMER", "ClientLink", "Hub"]
-
-#: Provisional deliveries remembered until their published copy comes back (oldest forgotten).
-ECHOES = 100_000
 
 
 class _Held:
@@ -89,9 +86,7 @@ class Hub:
         #: Each client's channels, with the join counter's value when it joined each.
         self._by_link: dict[ClientLink, dict[str, int]] = {}
         self._joins = 0
-        #: (channel, event id) delivered provisionally -> the join counter then.
-        self._echoes: OrderedDict[tuple[str, str], int] = OrderedDict()
-        self._echo_channels: dict[str, int] = {}
+        self._echoes = Echoes()
         self._broker_channels: set[str] = set()
         self._held: dict[tuple[ClientLink, str], _Held] = {}
         #: (client, channel) -> (epoch, offset key) replayed last: live frames at or below it
@@ -121,8 +116,8 @@ class Hub:
         links = self._channels.get(channel)
         if not links:
             return
-        if self._echo_channels and channel in self._echo_channels:
-            since = self._echo_of(channel, frame)
+        if self._echoes:
+            since = self._echoes.since(channel, frame)
             if since is not None:  # sent provisionally: only to the clients that joined since
                 links = {link for link in links if self._by_link[link].get(channel, 0) > since}
         text = frame.decode()
@@ -154,12 +149,7 @@ class Hub:
         if not links:
             return
         if event_id is not None:
-            key = (channel, event_id)
-            if key not in self._echoes:
-                self._echo_channels[channel] = self._echo_channels.get(channel, 0) + 1
-            self._echoes[key] = self._joins
-            if len(self._echoes) > ECHOES:
-                self._forget_echo(self._echoes.popitem(last=False)[0][0])
+            self._echoes.sent(channel, event_id, self._joins)
         text = frame.decode()
         size = len(frame)
         for link in links:
@@ -169,21 +159,6 @@ class Hub:
                 self._hold(link, hold, None, None, text, size)
             elif link.put(text, size):
                 self._frames_out += 1
-
-    def _echo_of(self, channel: str, frame: bytes) -> int | None:
-        """The join counter when this frame's event was sent provisionally, or None."""
-        event_id = frame_event_id(frame)
-        since = self._echoes.pop((channel, event_id), None) if event_id is not None else None
-        if since is not None:
-            self._forget_echo(channel)
-        return since
-
-    def _forget_echo(self, channel: str) -> None:
-        left = self._echo_channels.get(channel, 0) - 1
-        if left > 0:
-            self._echo_channels[channel] = left
-        else:
-            self._echo_channels.pop(channel, None)
 
     def on_gap(self, channel: str, reason: str, epoch: str) -> None:
         """Broker gap handler: tell every client of ``channel`` that frames were lost."""
