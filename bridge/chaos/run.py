@@ -26,6 +26,7 @@ import orjson
 from bridge import redact
 from bridge.chaos import check, faults
 from bridge.chaos.plan import PROFILES, Fault, Profile, schedule
+from bridge.chaos.records import Run
 from bridge.chaos.rig import Rig
 
 #: Seconds without a new frame anywhere after which the clients are taken to have it all.
@@ -110,9 +111,9 @@ def _records(rig: Rig) -> list[dict[str, Any]]:
     return out
 
 
-def _run_input(rig: Rig, records: list[dict[str, Any]], traffic_end: float) -> check.Run:
+def _run_input(rig: Rig, records: list[dict[str, Any]], traffic_end: float) -> Run:
     journal = [(t, call_id, msg_id) for t, _, call_id, msg_id, _ in rig.simulator.sent]
-    return cast(check.Run, {"clients": records, "journal": journal,
+    return cast(Run, {"clients": records, "journal": journal,
                             "loss_windows": _upstream_loss(rig),
                             "buffer_loss_windows": _buffer_loss(rig),
                             "traffic_end": traffic_end})

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from bridge.chaos.check import Client, Close, Frame, Run, check
+from bridge.chaos.check import check
+from bridge.chaos.records import Client, Close, Frame, Run
 
 CH = "calls:chaos"
 
