@@ -140,6 +140,12 @@ class ResilientBroker(Broker):
     async def publish(
         self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
     ) -> list[str] | None:
+        if event_id is not None and event_id in self._published:
+            # It came back from the broker already (another instance running the same stream
+            # published it, or a provider read it again): this process's clients had it. The
+            # broker would drop it too, unless it lost its data (and the id's mark) meanwhile.
+            self.counts["already_published"] += 1
+            return None
         if not self._inner_ready():
             # Publishing now could succeed while our subscription is still being re-established,
             # and this process's clients would never see the event: keep delivering locally.
@@ -149,11 +155,6 @@ class ResilientBroker(Broker):
                 return await self._publish(channels, event_json, event_id)
             except BrokerError as exc:
                 self._enter_outage(str(exc))
-        if event_id is not None and event_id in self._published:
-            # Another instance running the same stream published it already, and this
-            # process's clients had it then: neither buffered nor shown again.
-            self.counts["already_published"] += 1
-            return None
         if len(self._buffer) >= self._buffer_events:
             self.counts["overflow"] += 1
             if self._overflow_log.due():

@@ -63,8 +63,9 @@ class _Lane:
     """What one logical client received on one channel."""
 
     # event id -> (connection of its provisional copy or None, confirmed copy received, the
-    # epoch of the latest copy, epoch_changed gaps received before it)
-    copies: dict[str, tuple[int | None, bool, str | None, int]] = field(default_factory=dict)
+    # epoch of the latest copy, epoch_changed gaps received before it, when it came)
+    copies: dict[str, tuple[int | None, bool, str | None, int, float]] = field(
+        default_factory=dict)
     position: tuple[str, tuple[int, int]] | None = None  # last confirmed (epoch, offset)
     gaps: int = 0
     epoch_gaps: int = 0
@@ -93,8 +94,9 @@ def check(run: Run, keep: int = KEEP_VIOLATIONS) -> Report:
     gaps: Counter[str] = Counter()
     closes: Counter[str] = Counter()
     lanes_of: list[tuple[Client, dict[str, _Lane]]] = []
+    losses = _Windows(run.get("data_losses", ()))
     for client in run["clients"]:
-        lanes_of.append((client, _scan(client, truth, sink, stats, gaps)))
+        lanes_of.append((client, _scan(client, truth, losses, sink, stats, gaps)))
         for _, code, _ in client["closes"]:
             closes["client" if code is None else str(code)] += 1
     ordered = {ch: _by_time(events) for ch, events in truth.first.items()}
@@ -110,7 +112,7 @@ def check(run: Run, keep: int = KEEP_VIOLATIONS) -> Report:
     return Report(sink.kept, dict(sink.counts), stats)
 
 
-def _scan(client: Client, truth: _Truth, sink: _Sink, stats: Stats,
+def _scan(client: Client, truth: _Truth, losses: _Windows, sink: _Sink, stats: Stats,
           gaps: Counter[str]) -> dict[str, _Lane]:
     """One pass over a client's frames: duplicates, order, gaps; adds its events to ``truth``."""
     name = client["client"]
@@ -136,7 +138,8 @@ def _scan(client: Client, truth: _Truth, sink: _Sink, stats: Stats,
                 seen[value] = t
             if not provisional:
                 truth.confirmed[channel].add(value)
-            if _once(lane, conn, value, epoch, bool(provisional), name, channel, t, sink, stats):
+            if _once(lane, conn, value, epoch, bool(provisional), name, channel, t, losses, sink,
+                     stats):
                 if not provisional:
                     _check_order(lane, epoch, offset, name, channel, value, t, sink)
             elif not provisional:
@@ -152,7 +155,7 @@ def _scan(client: Client, truth: _Truth, sink: _Sink, stats: Stats,
 
 
 def _once(lane: _Lane, conn: int, event: str, epoch: str | None, provisional: bool, name: str,
-          channel: str, t: float, sink: _Sink, stats: Stats) -> bool:
+          channel: str, t: float, losses: _Windows, sink: _Sink, stats: Stats) -> bool:
     """Record one copy of ``event``; False (and a ``duplicate``) when it must not have come.
 
     Two copies are allowed, the documented cases (docs/protocol.md):
@@ -160,27 +163,28 @@ def _once(lane: _Lane, conn: int, event: str, epoch: str | None, provisional: bo
     - a confirmed copy after a provisional one on a later connection: a resume from a position
       before the provisional event replays it; on the same connection the published copy must
       not be sent again;
-    - any copy in another epoch than the previous one, after an ``epoch_changed`` gap came
-      between them: Redis lost its data, the event's de-duplication mark with it, and a
-      provider that reads its source again published it anew.
+    - a copy after Redis lost its data (between the two copies: a data loss of the run, or an
+      ``epoch_changed`` gap and another epoch): the event's de-duplication mark was lost with
+      the data, and a provider that reads its source again published it anew.
     """
-    prov_conn, confirmed, last_epoch, gaps_before = lane.copies.get(
-        event, (None, False, None, lane.epoch_gaps))
+    prov_conn, confirmed, last_epoch, gaps_before, last_t = lane.copies.get(
+        event, (None, False, None, lane.epoch_gaps, t))
     seen_before = prov_conn is not None or confirmed
-    if seen_before and lane.epoch_gaps > gaps_before and epoch != last_epoch:
+    if seen_before and ((lane.epoch_gaps > gaps_before and epoch != last_epoch)
+                        or losses.overlaps(last_t, t)):
         stats.republished_after_data_loss += 1
         lane.copies[event] = (conn if provisional else None, not provisional, epoch,
-                              lane.epoch_gaps)
+                              lane.epoch_gaps, t)
         return True
     if provisional:
         duplicate = seen_before
         if not duplicate:
-            lane.copies[event] = (conn, confirmed, epoch, lane.epoch_gaps)
+            lane.copies[event] = (conn, confirmed, epoch, lane.epoch_gaps, t)
     else:
         duplicate = confirmed or (prov_conn is not None and conn <= prov_conn)
         if not duplicate:
             stats.provisional_redelivered += prov_conn is not None
-            lane.copies[event] = (prov_conn, True, epoch, lane.epoch_gaps)
+            lane.copies[event] = (prov_conn, True, epoch, lane.epoch_gaps, t)
     if duplicate:
         before = [f"provisional on conn {prov_conn}"] if prov_conn is not None else []
         before += ["confirmed"] if confirmed else []
@@ -235,6 +239,11 @@ class _Windows:
     def __contains__(self, t: float) -> bool:
         i = bisect_right(self._starts, t) - 1
         return i >= 0 and t <= self._reach[i]
+
+    def overlaps(self, start: float, end: float) -> bool:
+        """Whether a window meets ``[start, end]``."""
+        i = bisect_right(self._starts, end) - 1
+        return i >= 0 and self._reach[i] >= start
 
 
 def _check_completeness(client: Client, lanes: dict[str, _Lane],

@@ -39,6 +39,8 @@ class Run(TypedDict):
     #: [start, end]: events an instance only delivered provisionally may be lost (it was
     #: killed before Redis came back: docs/operations.md); optional.
     buffer_loss_windows: NotRequired[Sequence[tuple[float, float]]]
+    #: [start, end]: Redis lost its data (killed, back empty); optional.
+    data_losses: NotRequired[Sequence[tuple[float, float]]]
     traffic_end: float
 
 

@@ -116,6 +116,9 @@ def _run_input(rig: Rig, records: list[dict[str, Any]], traffic_end: float) -> R
     return cast(Run, {"clients": records, "journal": journal,
                             "loss_windows": _upstream_loss(rig),
                             "buffer_loss_windows": _buffer_loss(rig),
+                            "data_losses": [(e["start"], e["end"]) for e in rig.log
+                                            if e["kind"] == "redis_kill"
+                                            and not e["detail"].startswith("skipped")],
                             "traffic_end": traffic_end})
 
 
