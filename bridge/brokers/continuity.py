@@ -40,6 +40,7 @@ from bridge.brokers.base import (
     offset_key,
 )
 from bridge.events import frame_epoch
+from bridge.logs import Every
 from bridge.redact import redact
 
 log = logging.getLogger("bridge.brokers.continuity")
@@ -80,16 +81,19 @@ class Continuity:
         self._hold_limit = hold_bytes
         self._retry_for = retry_for
         self._workers_wanted = workers
-        #: channel -> (offset, frame of the last delivered message, or the anchored epoch)
-        self._pos: dict[str, tuple[str, bytes | str]] = {}
+        #: channel -> (offset, frame of the last delivered message or the anchored epoch,
+        #: the offset's sort key)
+        self._pos: dict[str, tuple[str, bytes | str, tuple[int, int]]] = {}
         self._held: dict[str, _Held] = {}
         self._held_bytes = 0
         self._queue: dict[str, None] = {}  # suspended channels confirmed again, oldest first
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
+        self._gap_log = Every(5.0)
         #: Plain numbers for /readyz and metrics.
-        self.counts = {"catch_ups": 0, "caught_up_events": 0, "gaps": 0, "hold_overflows": 0}
+        self.counts = {"catch_ups": 0, "caught_up_events": 0, "gaps": 0, "hold_overflows": 0,
+                       "repeats_dropped": 0}
 
     # -- the reader's side (no awaiting) -------------------------------------------------------
 
@@ -97,8 +101,7 @@ class Continuity:
         """A live message: delivered now, or held while its channel is suspended."""
         held = self._held.get(channel)
         if held is None:
-            self._pos[channel] = (offset, frame)
-            self._deliver(channel, offset, frame)
+            self._emit(channel, offset, frame)
             return
         size = len(frame)
         if self._held_bytes + size > self._hold_limit:
@@ -154,7 +157,7 @@ class Continuity:
     async def anchor(self, channel: str) -> None:
         """Read ``channel``'s position, before its SUBSCRIBE is sent. Raises BrokerError."""
         epoch, offset = await self._read(channel)
-        self._pos.setdefault(channel, (offset, epoch))
+        self._pos.setdefault(channel, (offset, epoch, offset_key(offset)))
 
     def _epoch(self, channel: str) -> str | None:
         pos = self._pos.get(channel)
@@ -223,9 +226,8 @@ class Continuity:
                 self._go_live(channel, held, None, None)
                 return
             for offset, frame in replay.items:
-                self._pos[channel] = (offset, frame)
-                self.counts["caught_up_events"] += 1
-                self._deliver(channel, offset, frame)
+                if self._emit(channel, offset, frame):
+                    self.counts["caught_up_events"] += 1
                 after = offset
             if replay.complete and not held.overflowed:
                 self._go_live(channel, held, epoch, after)
@@ -234,8 +236,10 @@ class Continuity:
     def _report(self, channel: str, reason: str, epoch: str, already: bool) -> None:
         if not already:
             self.counts["gaps"] += 1
-            log.warning("subscription to %s lost events that history cannot give back (%s)",
-                        channel, reason)
+            # After Redis lost its data every channel reports it: one line, not thousands.
+            if self._gap_log.due():
+                log.warning("lost subscriptions: history could not give back what %s missed "
+                            "(%s); %d channel(s) so far", channel, reason, self.counts["gaps"])
             self._gap(channel, reason, epoch)
 
     def _go_live(self, channel: str, held: _Held | None, epoch: str | None,
@@ -250,5 +254,19 @@ class Continuity:
         for offset, frame in held.frames:
             if floor is not None and frame_epoch(frame) == epoch and offset_key(offset) <= floor:
                 continue  # history gave it already
-            self._pos[channel] = (offset, frame)
-            self._deliver(channel, offset, frame)
+            self._emit(channel, offset, frame)
+
+    def _emit(self, channel: str, offset: str, frame: bytes) -> bool:
+        """Deliver a message unless it is at or below the channel's position in the same epoch:
+        within a subscription, offsets only grow, so that is a copy already delivered (however
+        it came twice: live and from history, or twice from the connection)."""
+        key = offset_key(offset)
+        pos = self._pos.get(channel)
+        if pos is not None and key <= pos[2]:
+            mark = pos[1]
+            if (mark if isinstance(mark, str) else frame_epoch(mark)) == frame_epoch(frame):
+                self.counts["repeats_dropped"] += 1
+                return False
+        self._pos[channel] = (offset, frame, key)
+        self._deliver(channel, offset, frame)
+        return True

@@ -195,6 +195,12 @@ class ResilientBroker(Broker):
                     await asyncio.sleep(self._retry_delay)
                     continue
                 channels, event_json, event_id = self._buffer[0]
+                if event_id is not None and event_id in self._published:
+                    # Another instance published it meanwhile (and Redis may have lost the
+                    # mark since): this process's clients had it provisionally, then for real.
+                    self._buffer.popleft()
+                    self.counts["already_published"] += 1
+                    continue
                 try:
                     await self._publish(channels, event_json, event_id)
                 except BrokerError as exc:

@@ -208,3 +208,27 @@ async def test_live_messages_held_past_the_budget_are_read_from_history_instead(
             await asyncio.sleep(0.01)
     await continuity.close()
     assert delivered == history and continuity.counts["hold_overflows"] >= 1
+
+
+async def test_a_message_at_or_below_the_position_is_not_delivered_again() -> None:
+    """Pure: within a subscription offsets only grow; a second copy of one (from the connection
+    and from history both, say) is dropped, a new epoch's smaller offsets are not."""
+    delivered: list[str] = []
+
+    async def read(channel: str) -> tuple[str, str]:
+        return "e1", "5-0"
+
+    async def replay(channel: str, *, epoch: str, after: str, limit: int) -> Any:
+        raise AssertionError("no catch-up here")
+
+    def frame(epoch: str, offset: str) -> bytes:
+        return (b'{"type":"event","channel":"' + CH.encode() + b'","epoch":"' + epoch.encode()
+                + b'","offset":"' + offset.encode() + b'","event":{"id":"x"}}')
+
+    continuity = Continuity(lambda c, o, f: delivered.append(o), lambda *gap: None, read, replay)
+    await continuity.anchor(CH)
+    for epoch, offset in [("e1", "4-0"), ("e1", "6-0"), ("e1", "6-0"), ("e1", "7-0"),
+                          ("e2", "1-0")]:
+        continuity.live(CH, offset, frame(epoch, offset))
+    assert delivered == ["6-0", "7-0", "1-0"]
+    assert continuity.counts["repeats_dropped"] == 2

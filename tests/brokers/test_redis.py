@@ -327,6 +327,7 @@ async def test_health_reports_probes_and_subscriptions(broker: RedisBroker) -> N
     assert set(broker.health()) == {
         "state", "reconnects", "errors", "probe_failures", "last_probe_ok", "subscriptions",
         "catching_up", "catch_ups", "caught_up_events", "gaps", "hold_overflows",
+        "repeats_dropped",
     }
     await broker.subscribe("calls:acme")
     await broker.subscribe("system:acme")
