@@ -5,6 +5,11 @@ from __future__ import annotations
 import random
 from typing import Iterator
 
+#: The longest wait between two attempts to subscribe to Redis again (the broker's pub/sub
+#: connection, the revocation and lease listeners): a Redis that is back is found within it,
+#: and the attempts of a few connections per instance cost Redis nothing.
+RESUBSCRIBE_MAX = 2.0
+
 
 def backoff(
     initial: float = 0.5,

@@ -40,7 +40,6 @@ import logging
 from typing import Iterable
 
 from bridge.brokers.base import Broker, BrokerError, offset_key
-from bridge.brokers.resilient import is_provisional
 from bridge.downstream.protocol import encode_gap
 from bridge.echoes import Echoes
 from bridge.events import frame_epoch
@@ -66,10 +65,10 @@ class _Held:
 
 def _at_or_below(floor: tuple[str, tuple[int, int]], offset: str, frame: bytes) -> bool:
     """True for a frame the client already has: same epoch as ``floor``, offset not above it.
-    A provisional frame carries an older offset than its own and is never below."""
+    (Only published frames come here: provisional ones go through :meth:`Hub.on_provisional`
+    and are never held back by a floor, their offset not being their own.)"""
     epoch, key = floor
-    return offset_key(offset) <= key and frame_epoch(frame) == epoch \
-        and not is_provisional(frame)
+    return offset_key(offset) <= key and frame_epoch(frame) == epoch
 
 
 class Hub:
@@ -127,10 +126,7 @@ class Hub:
             if link.close_code is not None:
                 continue
             if held and (hold := held.get((link, channel))) is not None:
-                if is_provisional(frame):
-                    self._hold(link, hold, None, None, text, size)
-                else:
-                    self._hold(link, hold, frame_epoch(frame), offset, text, size)
+                self._hold(link, hold, frame_epoch(frame), offset, text, size)
                 continue
             if floors and (floor := floors.get((link, channel))) is not None:
                 if _at_or_below(floor, offset, frame):
@@ -150,30 +146,27 @@ class Hub:
             return
         if event_id is not None:
             self._echoes.sent(channel, event_id, self._joins)
-        text = frame.decode()
-        size = len(frame)
+        self._frames_out += self._to_all(links, channel, frame.decode(), len(frame))
+
+    def on_gap(self, channel: str, reason: str, epoch: str) -> None:
+        """Broker gap handler: tell every client of ``channel`` that frames were lost."""
+        links = self._channels.get(channel)
+        if links:
+            text = encode_gap(channel, reason, epoch)
+            self._to_all(links, channel, text, len(text))
+
+    def _to_all(self, links: set[ClientLink], channel: str, text: str, size: int) -> int:
+        """Queue a frame without an offset of its own for every open link of ``channel``; a
+        link still replaying gets it after its replay. How many links took it now."""
+        queued = 0
         for link in links:
             if link.close_code is not None:
                 continue
             if (hold := self._held.get((link, channel))) is not None:
                 self._hold(link, hold, None, None, text, size)
             elif link.put(text, size):
-                self._frames_out += 1
-
-    def on_gap(self, channel: str, reason: str, epoch: str) -> None:
-        """Broker gap handler: tell every client of ``channel`` that frames were lost."""
-        links = self._channels.get(channel)
-        if not links:
-            return
-        text = encode_gap(channel, reason, epoch)
-        size = len(text)
-        for link in links:
-            if link.close_code is not None:
-                continue
-            if (hold := self._held.get((link, channel))) is not None:
-                self._hold(link, hold, None, None, text, size)
-            else:
-                link.put(text, size)
+                queued += 1
+        return queued
 
     def _hold(self, link: ClientLink, hold: _Held, epoch: str | None, offset: str | None,
               text: str, size: int) -> None:

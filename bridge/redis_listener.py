@@ -18,14 +18,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from bridge.backoff import backoff
+from bridge.backoff import RESUBSCRIBE_MAX, backoff
 from bridge.redact import redact
 
 log = logging.getLogger(__name__)
-
-#: The longest wait between two attempts to subscribe again. A Redis that is back is found
-#: within it; the attempts of a few listeners per instance cost Redis nothing.
-RECONNECT_MAX = 2.0
 
 
 class ChannelListener:
@@ -66,7 +62,7 @@ class ChannelListener:
             self._task = None
 
     async def _reader(self) -> None:
-        delays = backoff(initial=0.2, maximum=RECONNECT_MAX)
+        delays = backoff(initial=0.2, maximum=RESUBSCRIBE_MAX)
         while True:
             pubsub = self._client.pubsub()
             try:
@@ -74,7 +70,7 @@ class ChannelListener:
                     await pubsub.subscribe(self.channel)
                     await self._confirmed(pubsub)
                 self.listening.set()
-                delays = backoff(initial=0.2, maximum=RECONNECT_MAX)
+                delays = backoff(initial=0.2, maximum=RESUBSCRIBE_MAX)
                 self._listening()
                 while True:
                     message = await pubsub.get_message(timeout=1.0)

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 from bridge import revocation_wire as wire
 from bridge.backoff import backoff
@@ -79,9 +79,6 @@ class RevokedIds:
 
     def contains(self, token_id: str, now: float) -> bool:
         return self._until.get(token_id, 0.0) > now
-
-    def among(self, token_ids: Iterable[str], now: float) -> set[str]:
-        return {t for t in token_ids if self.contains(t, now)}
 
     def live(self, now: float) -> Iterator[tuple[str, float]]:
         return ((t, u) for t, u in self._until.items() if u > now)
@@ -142,12 +139,6 @@ class Revocations(ABC):
             raise NotSynced("the revoked token ids are not loaded yet")
         return self.ids.contains(token_id, time.time())
 
-    def revoked_among(self, token_ids: Iterable[str]) -> set[str]:
-        """The ids of ``token_ids`` revoked now, from the local copy. Raises :class:`NotSynced`."""
-        if not self.ids.synced:
-            raise NotSynced("the revoked token ids are not loaded yet")
-        return self.ids.among(token_ids, time.time())
-
 
 class MemoryRevocations(Revocations):
     def __init__(self) -> None:
@@ -175,7 +166,7 @@ class RedisRevocations(Revocations):
         self._resync: asyncio.Task[None] | None = None
         #: Set when a subscribe happened while a resync ran: it runs once more after.
         self._resync_again = False
-        #: Completed resyncs (for tests and /readyz).
+        #: Completed loads of the revoked ids from Redis.
         self.resyncs = 0
         self._synced_event = asyncio.Event()
 

@@ -72,7 +72,7 @@ class Continuity:
 
     def __init__(self, deliver: MessageHandler, gap: GapHandler, read: PositionReader,
                  replay: ReplayReader, *, page: int = 500, hold_bytes: int = 32 << 20,
-                 retry_for: float = 30.0, workers: int = 4) -> None:
+                 retry_for: float = 30.0, read_timeout: float = 10.0, workers: int = 4) -> None:
         self._deliver = deliver
         self._gap = gap
         self._read = read
@@ -80,6 +80,7 @@ class Continuity:
         self._page = page
         self._hold_limit = hold_bytes
         self._retry_for = retry_for
+        self._read_timeout = read_timeout
         self._workers_wanted = workers
         #: channel -> (offset, frame of the last delivered message or the anchored epoch,
         #: the offset's sort key)
@@ -204,14 +205,17 @@ class Continuity:
         while True:
             held.overflowed = False
             try:
-                replay = await self._replay(channel, epoch=epoch, after=after, limit=self._page)
-            except BrokerError as exc:
+                async with asyncio.timeout(self._read_timeout):
+                    replay = await self._replay(channel, epoch=epoch, after=after,
+                                                limit=self._page)
+            except (BrokerError, TimeoutError) as exc:
                 if self._held.get(channel) is not held:
                     return
                 if loop.time() < deadline:
                     await asyncio.sleep(next(delays))
                     continue
-                log.warning("catch-up of %s gave up: %s", channel, redact(str(exc)))
+                log.warning("catch-up of %s gave up: %s", channel,
+                            redact(str(exc) or "history read timed out"))
                 self._report(channel, "unavailable", epoch, gapped)
                 self._go_live(channel, held, None, None)
                 return

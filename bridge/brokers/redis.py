@@ -86,7 +86,8 @@ class RedisBroker(Broker):
         #: Redis commands that failed (connection refused, timeout, error reply), for metrics.
         self.errors = 0
         self.continuity = Continuity(self._deliver, self._deliver_gap, self.position,
-                                     self._catch_up_read)
+                                     self.replay,
+                                     read_timeout=self._connect_timeout + self._socket_timeout)
         self._sub = Subscriber(
             self._client, self.continuity, prefix=prefix, where=self._where,
             display_url=self.display_url, socket_timeout=socket_timeout,
@@ -224,13 +225,6 @@ class RedisBroker(Broker):
             raise self._error("position", exc) from None
         return wire.parse_position(reply)
 
-    async def _catch_up_read(self, channel: str, *, epoch: str, after: str, limit: int
-                             ) -> Replay:
-        try:
-            async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
-                return await self.replay(channel, epoch=epoch, after=after, limit=limit)
-        except TimeoutError:
-            raise self._error("replay", TimeoutError("timed out")) from None
 
     async def ping(self) -> None:
         try:

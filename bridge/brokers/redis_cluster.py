@@ -35,7 +35,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from bridge import redact
-from bridge.backoff import backoff
+from bridge.backoff import RESUBSCRIBE_MAX, backoff
 from bridge.brokers import redis_wire as wire
 from bridge.brokers.base import Broker, BrokerError, Replay
 from bridge.brokers.continuity import Continuity
@@ -46,7 +46,6 @@ __all__ = ["RedisClusterBroker", "parse_url"]  # parse_url: imported from here b
 
 log = logging.getLogger("bridge.brokers.redis_cluster")
 _IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
-RECONNECT_MAX = 2.0  # as for redis:// (bridge.brokers.redis_pubsub.RECONNECT_MAX)
 
 
 class _Link:
@@ -94,7 +93,7 @@ class RedisClusterBroker(Broker):
         self._replay_script = self._cluster.register_script(wire.REPLAY_SCRIPT)
         self._position_script = self._cluster.register_script(wire.POSITION_SCRIPT)
         self.continuity = Continuity(self._deliver, self._deliver_gap, self.position,
-                                     self._catch_up_read)
+                                     self.replay, read_timeout=self._timeout)
         self._sharded = sharded
         self._links: dict[str, _Link] = {}
         self._waiters: dict[str, asyncio.Future[None]] = {}
@@ -225,9 +224,6 @@ class RedisClusterBroker(Broker):
         reply = await self._read(self._position_script(keys=keys, args=[wire.new_epoch()]))
         return wire.parse_position(reply)
 
-    async def _catch_up_read(self, channel: str, *, epoch: str, after: str, limit: int
-                             ) -> Replay:
-        return await self.replay(channel, epoch=epoch, after=after, limit=limit)
 
     async def ping(self) -> None:
         try:
@@ -329,7 +325,7 @@ class RedisClusterBroker(Broker):
                     log.warning("pub/sub link to %s: %s", link.address,
                                 redact.redact(f"{type(exc).__name__}: {exc}"))
                     await self._drop(link)
-                    delays = delays or backoff(initial=0.2, maximum=RECONNECT_MAX)
+                    delays = delays or backoff(initial=0.2, maximum=RESUBSCRIBE_MAX)
                     await asyncio.sleep(next(delays))
                     await self._rehome(link)
                     self.reconnects += 1

@@ -22,7 +22,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from bridge import redact
-from bridge.backoff import backoff
+from bridge.backoff import RESUBSCRIBE_MAX, backoff
 from bridge.brokers import redis_wire as wire
 from bridge.brokers.base import BrokerError
 from bridge.brokers.continuity import Continuity
@@ -31,9 +31,6 @@ from bridge.brokers.continuity import Continuity
 log = logging.getLogger("bridge.brokers.redis")
 
 _IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
-#: The longest wait between two attempts to reconnect the subscription: a Redis that is back
-#: is found within it, so its clients' channels catch up soon after.
-RECONNECT_MAX = 2.0
 
 
 class Probe:
@@ -251,7 +248,6 @@ class Subscriber:
         if pubsub is not None:
             # What is published from now until each channel is subscribed again is missed.
             self._continuity.suspend(self.channels)
-        if pubsub is not None:
             try:
                 await pubsub.aclose()
             except _IO_ERRORS:
@@ -292,7 +288,7 @@ class Subscriber:
                 log.warning("pub/sub connection to %s lost: %s", self._display_url,
                             redact.redact(f"{type(exc).__name__}: {exc}"))
                 await self.drop()
-                delays = delays or backoff(initial=0.2, maximum=RECONNECT_MAX)
+                delays = delays or backoff(initial=0.2, maximum=RESUBSCRIBE_MAX)
                 await asyncio.sleep(next(delays))
 
     def _on_response(self, response: Any) -> None:

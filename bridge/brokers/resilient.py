@@ -33,8 +33,8 @@ from typing import Any
 
 from bridge.brokers.base import Broker, BrokerError, Replay
 from bridge.events import frame_epoch, frame_event_id
-from bridge.recent import RecentIds
 from bridge.logs import Every
+from bridge.recent import RecentIds
 
 log = logging.getLogger("bridge.brokers.resilient")
 
@@ -50,12 +50,6 @@ def provisional_frame(channel: str, epoch: str, offset: str, event_json: bytes) 
         b'{"type":"event","channel":"', channel.encode(), b'","epoch":"', epoch.encode(),
         b'","offset":"', offset.encode(), _PROVISIONAL, event_json, b"}",
     ))
-
-
-def is_provisional(frame: bytes) -> bool:
-    """True for a :func:`provisional_frame`. Its marker precedes the event, after at most a
-    200-character channel, an epoch and an offset: the search stops at 400 bytes."""
-    return frame.find(_PROVISIONAL, 0, 400) >= 0
 
 
 class ResilientBroker(Broker):

@@ -163,9 +163,10 @@ async def test_frames_still_on_their_way_after_a_replay_are_not_sent_twice() -> 
     link = hub.attach()
     await hub.subscribe_many(link, [CH], hold=[CH])
     hub.release(link, CH, frames[3][0], epoch)  # the replay gave all four
+    for offset, frame in frames:
+        hub.on_message(CH, offset, frame)  # their live copies, late
     provisional = provisional_frame(CH, epoch, frames[3][0], b'{"n":"p"}')
-    for offset, frame in [*frames, (frames[3][0], provisional)]:
-        hub.on_message(CH, offset, frame)  # their live copies, late, then an outage's frame
+    hub.on_provisional(CH, frames[3][0], provisional, "p")  # then an outage's frame
     (fifth,) = await broker.publish([CH], orjson.dumps({"n": 4}))  # type: ignore[misc]
     hub.on_message(CH, frames[2][0], frames[2][1])  # a stale one after a newer one: sent
     assert await drain(link, 3) == [frames[3][0], fifth, frames[2][0]]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 import pytest
@@ -62,14 +63,25 @@ class Reader:
         await self._task
 
 
-async def test_outage_delivers_locally_then_publishes_each_event_once_to_every_client():
+@contextlib.asynccontextmanager
+async def resilient_hub(buffer_events: int, retry_delay: float
+                        ) -> AsyncIterator[tuple[FlakyBroker, ResilientBroker, Hub, Reader]]:
+    """A hub on a resilient broker over a flaky one, and one reader of ``calls:t``."""
     inner = FlakyBroker()
-    broker = ResilientBroker(inner, buffer_events=100, retry_delay=0.01)
+    broker = ResilientBroker(inner, buffer_events=buffer_events, retry_delay=retry_delay)
     hub = Hub(broker)
     await broker.start()
-    early = Reader(hub)
-    await hub.subscribe(early.link, "calls:t")
+    reader = Reader(hub)
+    await hub.subscribe(reader.link, "calls:t")
     try:
+        yield inner, broker, hub, reader
+        await reader.close()
+    finally:
+        await broker.close()
+
+
+async def test_outage_delivers_locally_then_publishes_each_event_once_to_every_client():
+    async with resilient_hub(100, 0.01) as (inner, broker, hub, early):
         for n in range(3):
             await broker.publish(["calls:t"], event(n)[1], event_id=event(n)[0])
         confirmed = ((await early.settled())[-1]["epoch"], early.got[-1]["offset"])
@@ -98,22 +110,13 @@ async def test_outage_delivers_locally_then_publishes_each_event_once_to_every_c
         replay = await broker.replay("calls:t", epoch=confirmed[0], after=confirmed[1], limit=50)
         assert replay.status == "ok"
         assert [orjson.loads(f)["event"]["n"] for _, f in replay.items] == list(range(3, 9))
-        await early.close()
         await late.close()
-    finally:
-        await broker.close()
 
 
 async def test_an_event_another_instance_published_is_not_shown_again_provisionally():
     """Two instances run one stream (a takeover, or a Redis outage longer than the lease): the
     other one published an event while this one, still in an outage, receives it too."""
-    inner = FlakyBroker()
-    broker = ResilientBroker(inner, buffer_events=100, retry_delay=5.0)
-    hub = Hub(broker)
-    await broker.start()
-    reader = Reader(hub)
-    await hub.subscribe(reader.link, "calls:t")
-    try:
+    async with resilient_hub(100, 5.0) as (inner, broker, _, reader):
         inner.down = True
         await broker.publish(["calls:t"], event(1)[1], event_id=event(1)[0])  # buffered
         await MemoryBroker.publish(inner, ["calls:t"], event(2)[1], event_id=event(2)[0])
@@ -122,19 +125,10 @@ async def test_an_event_another_instance_published_is_not_shown_again_provisiona
         assert [(m["event"]["n"], bool(m.get("provisional"))) for m in got] == [
             (1, True), (2, False)]
         assert broker.health()["already_published"] == 1 and broker.health()["buffered"] == 1
-        await reader.close()
-    finally:
-        await broker.close()
 
 
 async def test_overflow_is_counted_and_still_delivered_locally():
-    inner = FlakyBroker()
-    broker = ResilientBroker(inner, buffer_events=2, retry_delay=0.01)
-    hub = Hub(broker)
-    await broker.start()
-    reader = Reader(hub)
-    await hub.subscribe(reader.link, "calls:t")
-    try:
+    async with resilient_hub(2, 0.01) as (inner, broker, _, reader):
         await broker.publish(["calls:t"], event(0)[1], event_id=event(0)[0])
         inner.down = True
         for n in range(1, 6):
@@ -147,9 +141,6 @@ async def test_overflow_is_counted_and_still_delivered_locally():
         history = await broker.history("calls:t", None, 50)
         # only what fit in the buffer reached the broker
         assert [orjson.loads(f)["event"]["n"] for _, f in history] == [0, 1, 2]
-        await reader.close()
-    finally:
-        await broker.close()
 
 
 @pytest.mark.slow

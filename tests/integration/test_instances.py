@@ -12,7 +12,7 @@ import os
 import secrets
 import signal
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -72,11 +72,9 @@ async def test_one_holder_renewal_release_and_expiry(lease_prefix):
         await b.close()
 
 
-async def test_runner_stops_its_stream_when_the_lease_is_taken(lease_prefix):
-    store = LeaseStore(SHARED_REDIS, prefix=lease_prefix, ttl=0.6, instance_id="inst-a")
-    other = LeaseStore(SHARED_REDIS, prefix=lease_prefix, ttl=30, instance_id="inst-b")
-    running = asyncio.Event()
-    stopped = asyncio.Event()
+def idle_stream() -> tuple[asyncio.Event, asyncio.Event, Callable[[], Awaitable[None]]]:
+    """A stream that runs until cancelled: the events set when it started and stopped."""
+    running, stopped = asyncio.Event(), asyncio.Event()
 
     async def stream() -> None:
         running.set()
@@ -85,6 +83,13 @@ async def test_runner_stops_its_stream_when_the_lease_is_taken(lease_prefix):
         finally:
             stopped.set()
 
+    return running, stopped, stream
+
+
+async def test_runner_stops_its_stream_when_the_lease_is_taken(lease_prefix):
+    store = LeaseStore(SHARED_REDIS, prefix=lease_prefix, ttl=0.6, instance_id="inst-a")
+    other = LeaseStore(SHARED_REDIS, prefix=lease_prefix, ttl=30, instance_id="inst-b")
+    running, stopped, stream = idle_stream()
     runner = LeasedRunner(store, "s2", stream)
     task = asyncio.create_task(runner.run())
     try:
@@ -111,15 +116,7 @@ async def test_a_lost_lease_keeps_the_stream_until_the_new_holder_runs_it(lease_
     """Redis came back and another instance took the lease first: the stream runs on here
     until the new holder has marked it live, so no signal falls between the two."""
     store = LeaseStore(SHARED_REDIS, prefix=lease_prefix, ttl=6.0, instance_id="inst-a")
-    running, stopped = asyncio.Event(), asyncio.Event()
-
-    async def stream() -> None:
-        running.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            stopped.set()
-
+    running, stopped, stream = idle_stream()
     runner = LeasedRunner(store, "s3", stream)
     task = asyncio.create_task(runner.run())
     client = aioredis.Redis.from_url(SHARED_REDIS)
