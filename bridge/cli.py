@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(path: str | None):  # type: ignore[no-untyped-def]
-    from bridge.config_load import ConfigError, load_config
+    from bridge.config.load import ConfigError, load_config
 
     try:
         return load_config(path, os.environ)
@@ -110,8 +110,8 @@ def _load(path: str | None):  # type: ignore[no-untyped-def]
 
 
 def _token(args: argparse.Namespace) -> int:
-    from bridge.auth import mint
-    from bridge.channels import is_valid_pattern
+    from bridge.auth.tokens import mint
+    from bridge.events.channels import is_valid_pattern
 
     bad = [p for p in args.channels if not is_valid_pattern(p)]
     if bad:
@@ -166,9 +166,9 @@ SHUTDOWN_OVERRUN = 3.0
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from bridge import logs
-    from bridge.app import build_app
-    from bridge.serving import bridge_server
+    from bridge.common import logs
+    from bridge.http.app import build_app
+    from bridge.http.serving import bridge_server
 
     config = _load(args.config)
     logs.setup(config.logging.level)
@@ -203,7 +203,7 @@ def _overrun(timeout: float) -> None:
     """The shutdown outlived its deadline (something hangs): exit now, with status 1."""
     import logging
 
-    logging.getLogger("bridge.service").error(
+    logging.getLogger("bridge.core.service").error(
         "shutdown not finished %.0fs after the signal: exiting now", timeout + SHUTDOWN_OVERRUN)
     logging.shutdown()
     sys.stderr.flush()
@@ -211,8 +211,8 @@ def _overrun(timeout: float) -> None:
 
 
 async def _simulate(args: argparse.Namespace) -> int:
-    from bridge import logs
-    from bridge.serving import AppServer
+    from bridge.common import logs
+    from bridge.http.serving import AppServer
     from bridge.simulator.app import Simulator, SimulatorSettings
 
     logs.setup("INFO")
@@ -233,8 +233,8 @@ async def _simulate(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from bridge import logs
-    from bridge.demo import run_demo
+    from bridge.common import logs
+    from bridge.simulator.demo import run_demo
 
     logs.setup("WARNING", json=False)
     stop = asyncio.Event()

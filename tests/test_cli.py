@@ -9,7 +9,7 @@ import time
 
 import jwt
 
-from bridge.auth import verify
+from bridge.auth.tokens import verify
 
 SECRET = "cli-test-secret-0123456789abcdef"
 

@@ -24,14 +24,14 @@ from starlette.routing import BaseRoute
 from bridge.admin.reloader import Reloader, ReloadError, file_loader
 from bridge.api.endpoints import ApiError, Endpoint, Principal
 from bridge.api.mount import ApiMount
-from bridge.config import Config
-from bridge.redact import redact
-from bridge.revocation import MAX_TOKEN_ID
+from bridge.cluster.revocations import MAX_TOKEN_ID
+from bridge.common.redact import redact
+from bridge.config.model import Config
 from bridge.upstream.stream import State
 
 if TYPE_CHECKING:
+    from bridge.core.service import Service
     from bridge.downstream.endpoint import Route
-    from bridge.service import Service
 
 SCOPE = "admin"
 TAGS = ("admin",)

@@ -91,7 +91,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
         if args.config is None:
             raise _Usage(f"no token: pass --token, set {TOKEN_ENV}, or pass --config to mint "
                          "one")
-        from bridge.config_load import ConfigError, load_config
+        from bridge.config.load import ConfigError, load_config
 
         try:
             config = load_config(args.config, os.environ)

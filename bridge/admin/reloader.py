@@ -3,7 +3,7 @@
 The file is read again with the process's environment overrides and validated as at start-up.
 A file that does not validate changes nothing: the error, one line per problem naming its key
 (secrets never echoed), goes to the log and to the API caller, and the running configuration
-stays. A valid file's account blocks are applied by :meth:`bridge.service.Service.reload`;
+stays. A valid file's account blocks are applied by :meth:`bridge.core.service.Service.reload`;
 sections that cannot change while running are reported as needing a restart.
 """
 
@@ -15,12 +15,12 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bridge.admin.changes import Changes
-from bridge.config import Config
-from bridge.config_load import ConfigError, load_config
+from bridge.config.changes import Changes
+from bridge.config.load import ConfigError, load_config
+from bridge.config.model import Config
 
 if TYPE_CHECKING:
-    from bridge.service import Service
+    from bridge.core.service import Service
 
 log = logging.getLogger("bridge.reload")
 
@@ -59,7 +59,7 @@ class Reloader:
 
     async def reload(self) -> Changes:
         """Read, validate and apply the file; raises :class:`ReloadError` when nothing was."""
-        from bridge.service import ReloadRefused
+        from bridge.core.service import ReloadRefused
 
         if self._load is None:
             raise ReloadError("unavailable", "this instance was not started from a "

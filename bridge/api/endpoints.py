@@ -18,7 +18,7 @@ class Principal:
     tenants: tuple[str, ...]
 
     def may_act_for(self, tenant: str) -> bool:
-        from bridge.channels import granted
+        from bridge.events.channels import granted
 
         return granted(tenant, self.tenants)
 

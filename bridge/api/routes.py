@@ -17,7 +17,7 @@ from starlette.routing import Route
 from bridge import __version__
 from bridge.api.endpoints import ApiError, Endpoint
 from bridge.api.security import verify_api
-from bridge.redact import redact
+from bridge.common.redact import redact
 
 log = logging.getLogger("bridge.api")
 

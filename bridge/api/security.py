@@ -1,6 +1,6 @@
 """API tokens: HS256 JWTs with audience ``callbridge-api``, scopes and tenant patterns.
 
-They are distinct from the websocket tokens of :mod:`bridge.auth` (which carry no audience), so
+They are distinct from the websocket tokens of :mod:`bridge.auth.tokens` (which carry no audience), so
 neither kind is accepted in place of the other.
 
 Scopes: ``calls:read`` (call details, CDR lookup, recordings), ``calls:dial`` (click-to-call),
@@ -17,7 +17,7 @@ from typing import Sequence
 import jwt
 
 from bridge.api.endpoints import ApiError, Principal
-from bridge.channels import is_valid_pattern
+from bridge.events.channels import is_valid_pattern
 
 AUDIENCE = "callbridge-api"
 SCOPES = frozenset({"calls:read", "calls:dial", "verifications:write", "admin"})

@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from bridge.auth import mint
+from bridge.auth.tokens import mint
 from bridge.bench import common, proc
 from bridge.bench.clients import Plan, stamp, start_workers
 from bridge.bench.upstream_sim import TENANT, bridge_on_simulator

@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 from bridge.bench.clients import Stats, Workers, stamp
 from bridge.bench.report import percentile
-from bridge.events import Event
-from bridge.redis_client import drop_prefix
+from bridge.events.event import Event
+from bridge.redisconn.clients import drop_prefix
 
 
 @dataclass

@@ -14,14 +14,14 @@ from typing import Any
 
 import orjson
 
-from bridge.auth import mint
+from bridge.auth.tokens import mint
 from bridge.bench import common, peer, proc
 from bridge.bench.clients import Plan, start_workers
 from bridge.bench.targets import callbridge_config, launch, new_secret
-from bridge.brokers import redis_wire
-from bridge.brokers.redis import RedisBroker
-from bridge.events import envelope
-from bridge.redis_client import drop_prefix
+from bridge.brokers.redis import wire as redis_wire
+from bridge.brokers.redis.broker import RedisBroker
+from bridge.events.event import envelope
+from bridge.redisconn.clients import drop_prefix
 
 CHANNEL = "calls:bench"
 HEADLINE = ["delivered_per_s", "lost", "clients", "server_cpu_s", "latency_p99_ms"]

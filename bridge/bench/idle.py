@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bridge.auth import mint
+from bridge.auth.tokens import mint
 from bridge.bench import common, proc
 from bridge.bench.clients import Plan, start_workers
 from bridge.bench.targets import callbridge_config, launch, new_secret

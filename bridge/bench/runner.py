@@ -111,7 +111,7 @@ def ratios(scenario: str, per_target: dict[str, list[dict[str, Any]]]) -> dict[s
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
     if args.scenario == "chaos":
-        from bridge.chaos.run import main as chaos_main
+        from bridge.bench.chaos.run import main as chaos_main
 
         return chaos_main(args, argv)
     data = run(args, argv)

@@ -121,7 +121,7 @@ def _wait_ready(proc: subprocess.Popen[str], timeout: float) -> str:
 
 def new_secret() -> str:
     """A JWT secret for one run, registered with the log redactor."""
-    from bridge import redact
+    from bridge.common import redact
 
     secret = secrets.token_urlsafe(32)
     redact.register(secret)

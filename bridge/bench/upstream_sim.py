@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator
 import httpx
 
 from bridge.bench.targets import Target, callbridge_config, launch, new_secret
-from bridge.serving import AppServer
+from bridge.http.serving import AppServer
 from bridge.simulator.app import Simulator, SimulatorSettings
 
 TENANT = "bench"

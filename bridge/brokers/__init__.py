@@ -16,11 +16,11 @@ def from_url(url: str, **options: object) -> Broker:
 
         return MemoryBroker(**options)  # type: ignore[arg-type]
     if scheme in ("redis", "rediss"):
-        from bridge.brokers.redis import RedisBroker
+        from bridge.brokers.redis.broker import RedisBroker
 
         return RedisBroker(url, **options)  # type: ignore[arg-type]
     if scheme == "redis-cluster":
-        from bridge.brokers.redis_cluster import RedisClusterBroker
+        from bridge.brokers.redis.cluster import RedisClusterBroker
 
         return RedisClusterBroker(url, **options)  # type: ignore[arg-type]
     raise ValueError(f"broker url: unsupported scheme {scheme!r} (use memory://, redis:// or redis-cluster://)")

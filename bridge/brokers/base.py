@@ -5,7 +5,7 @@ contract suite (tests/brokers/test_contract.py).
 
 Delivery to this process: the broker calls the one handler set with :meth:`Broker.set_handler`
 for every message on a channel this process subscribed, as ``handler(channel, offset, frame)``
-where ``frame`` is :func:`bridge.events.envelope` bytes, ready to send to clients. The handler
+where ``frame`` is :func:`bridge.events.event.envelope` bytes, ready to send to clients. The handler
 runs on the event loop and must not block or await: the hub copies the frame into bounded
 per-client buffers.
 

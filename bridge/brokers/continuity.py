@@ -30,7 +30,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from bridge.backoff import backoff
 from bridge.brokers.base import (
     BrokerError,
     GapHandler,
@@ -39,9 +38,10 @@ from bridge.brokers.base import (
     ReplayStatus,
     offset_key,
 )
-from bridge.events import frame_epoch
-from bridge.logs import Every
-from bridge.redact import redact
+from bridge.common.backoff import backoff
+from bridge.common.logs import Every
+from bridge.common.redact import redact
+from bridge.events.event import frame_epoch
 
 log = logging.getLogger("bridge.brokers.continuity")
 

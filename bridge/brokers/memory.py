@@ -12,8 +12,8 @@ from collections import deque
 from typing import Sequence
 
 from bridge.brokers.base import Broker, Replay, ReplayStatus, offset_key
-from bridge.events import envelope
-from bridge.recent import RecentWindow
+from bridge.common.recent import RecentWindow
+from bridge.events.event import envelope
 
 
 class _Channel:

@@ -32,9 +32,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.brokers.base import Broker, BrokerError, Replay
-from bridge.events import frame_epoch, frame_event_id
-from bridge.logs import Every
-from bridge.recent import RecentIds
+from bridge.common.logs import Every
+from bridge.common.recent import RecentIds
+from bridge.events.event import frame_epoch, frame_event_id
 
 log = logging.getLogger("bridge.brokers.resilient")
 

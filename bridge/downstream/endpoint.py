@@ -22,15 +22,15 @@ from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from bridge.auth import Grant
+from bridge.auth.tokens import Grant
+from bridge.cluster.revocations import Revocations
+from bridge.common.redact import register
 from bridge.downstream import protocol as p
 from bridge.downstream.admission import ConnectionCounter, OriginPolicy
 from bridge.downstream.heartbeat import Heartbeats
+from bridge.downstream.hub import ClientLink, Hub
 from bridge.downstream.session import Session
 from bridge.downstream.tally import Tally
-from bridge.hub import ClientLink, Hub
-from bridge.redact import register
-from bridge.revocation import Revocations
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Route:
 
     def is_revoked(self, grant: Grant) -> bool:
         """From the instance's copy of the revoked ids: no I/O, so a storm of connections
-        costs the revocation store nothing. Raises :class:`~bridge.revocation.NotSynced` while
+        costs the revocation store nothing. Raises :class:`~bridge.cluster.revocations.NotSynced` while
         this instance has no copy yet (it never fails open, nor locks out a client it can
         decide on)."""
         if self.revocations is None or grant.token_id is None:
@@ -151,7 +151,7 @@ class WsApp:
     """The endpoint as a bare ASGI app: a connection passes through no framework layer.
 
     Starlette's routing wraps every send of a connection in exception-handling closures; the
-    app built by :func:`bridge.app.build_app` hands ``/ws`` connections here directly.
+    app built by :func:`bridge.http.app.build_app` hands ``/ws`` connections here directly.
     """
 
     def __init__(self, route: Route, path: str) -> None:

@@ -14,7 +14,7 @@ import random
 import time
 
 from bridge.downstream import protocol as p
-from bridge.link import ClientLink
+from bridge.downstream.link import ClientLink
 
 #: Upper bound on slots per interval (ticks per interval).
 MAX_SLOTS = 100

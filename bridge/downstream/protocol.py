@@ -3,7 +3,7 @@
 Pure code, documented for client authors in docs/protocol.md. :func:`parse` turns one client
 frame into a typed message or a :class:`ProtocolError` (it never raises); the ``encode``
 functions build server frames as ``str`` for websocket text frames. Event frames are not built
-here: the broker's envelope (:func:`bridge.events.envelope`) is sent verbatim.
+here: the broker's envelope (:func:`bridge.events.event.envelope`) is sent verbatim.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Union
 import orjson
 
 from bridge.brokers.base import EPOCH_RE, OFFSET_RE
-from bridge.channels import is_valid_channel
+from bridge.events.channels import is_valid_channel
 
 # Close codes. docs/protocol.md groups them by what a client should do next (CLOSE_ADVICE).
 NORMAL = 1000  # the client asked to close

@@ -1,9 +1,9 @@
 """Resume one channel for one client: history first, then the live frames held meanwhile.
 
-The caller has joined the channel with it *held* (:meth:`bridge.hub.Hub.subscribe_many`), so
+The caller has joined the channel with it *held* (:meth:`bridge.downstream.hub.Hub.subscribe_many`), so
 every live frame since the join is kept. :func:`resume` replays the broker's history after the
 client's ``(epoch, offset)`` page by page through the client's link, paced by the client's
-reading, then :meth:`bridge.hub.Hub.release` queues the held frames newer than the last replayed
+reading, then :meth:`bridge.downstream.hub.Hub.release` queues the held frames newer than the last replayed
 offset. History and held frames overlap (the join precedes the first history read), so nothing
 is missed, and the offset comparison drops what was doubled.
 
@@ -12,7 +12,7 @@ gets one ``gap`` message, then live frames only: never a silent partial replay. 
 ``epoch_changed`` the gap is followed by what the new epoch holds that is newer than the
 client's offset, then live frames.
 
-Every resume is counted by outcome in :attr:`bridge.hub.Hub.resumes` (plain numbers, read by
+Every resume is counted by outcome in :attr:`bridge.downstream.hub.Hub.resumes` (plain numbers, read by
 the metrics endpoint): :data:`OUTCOMES`.
 """
 
@@ -22,10 +22,10 @@ import asyncio
 import logging
 
 from bridge.brokers.base import BrokerError, ReplayStatus, offset_key
+from bridge.common.redact import redact
 from bridge.downstream import protocol as p
-from bridge.hub import Hub
-from bridge.link import ClientLink
-from bridge.redact import redact
+from bridge.downstream.hub import Hub
+from bridge.downstream.link import ClientLink
 
 log = logging.getLogger(__name__)
 

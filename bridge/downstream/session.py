@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bridge.auth import AuthError, Grant, verify
+from bridge.auth.tokens import AuthError, Grant, verify
 from bridge.brokers.base import BrokerError
-from bridge.channels import granted
+from bridge.cluster.revocations import NotSynced
+from bridge.common.redact import redact
 from bridge.downstream import protocol as p
+from bridge.downstream.link import PEER_GONE, ClientLink
 from bridge.downstream.resume import resume
-from bridge.link import PEER_GONE, ClientLink
-from bridge.redact import redact
-from bridge.revocation import NotSynced
+from bridge.events.channels import granted
 
 if TYPE_CHECKING:
     from bridge.downstream.endpoint import Route

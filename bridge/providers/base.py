@@ -16,8 +16,8 @@ from typing import Any, Callable
 import httpx
 
 from bridge.api.endpoints import Endpoint
-from bridge.cursors import CursorStore
-from bridge.events import Event
+from bridge.cluster.cursors import CursorStore
+from bridge.events.event import Event
 
 
 @dataclass

@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge.serving import client_gone
+from bridge.http.serving import client_gone
 from bridge.simulator.hub import SignalHub
 from bridge.simulator.oapi import OapiRest, oapi_routes
 from bridge.simulator.tokens import TokenStore

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from bridge.kazoo import GREGORIAN_OFFSET
+from bridge.upstream.kazoo import GREGORIAN_OFFSET
 
 
 class Outcome(StrEnum):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable
 
-from bridge.kazoo import canonical, get
+from bridge.upstream.kazoo import canonical, get
 
 MAX_RECORDS = 100_000
 #: Kazoo hangup cause -> status_detail

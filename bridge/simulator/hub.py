@@ -24,7 +24,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from bridge.redact import redact
+from bridge.common.redact import redact
 from bridge.simulator import wire
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 
 import httpx
 
-from bridge.serving import AppServer
+from bridge.http.serving import AppServer
 from bridge.simulator.epacific import EPacificFake
 from bridge.simulator.kompaas import KompaasFake
 from bridge.simulator.quickom import QuickomSimulator

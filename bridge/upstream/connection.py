@@ -15,8 +15,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from bridge.aio import first_of
-from bridge.redact import redact
+from bridge.common.aio import first_of
+from bridge.common.redact import redact
 from bridge.upstream.dialects.base import (
     AuthFailed,
     CallSignal,

@@ -19,9 +19,8 @@ from typing import Callable
 
 import httpx
 
-from bridge.aio import first_of
-from bridge.backoff import backoff
-from bridge.tokens import Token, TokenAuthError, TokenManager, TokenUnavailable
+from bridge.common.aio import first_of
+from bridge.common.backoff import backoff
 from bridge.upstream.auto import ProbeFailed, probe
 from bridge.upstream.connection import (
     CallSink,
@@ -30,6 +29,7 @@ from bridge.upstream.connection import (
     SubscribeRefused,
 )
 from bridge.upstream.dialects import codec_for
+from bridge.upstream.tokens import Token, TokenAuthError, TokenManager, TokenUnavailable
 
 log = logging.getLogger("bridge.upstream")
 

@@ -10,7 +10,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.integration.conftest import SCALE
+from tests.scenarios.conftest import SCALE
 
 
 class Client:

@@ -14,12 +14,12 @@ import pytest
 import tomli_w
 
 from bridge.api.security import mint_api
-from bridge.app import build_app
-from bridge.config_load import load_config
-from bridge.redis_client import drop_prefix
-from bridge.service import Service
-from bridge.serving import AppServer, bridge_server
-from tests.integration.conftest import (  # noqa: F401  (fixtures shared with these tests)
+from bridge.config.load import load_config
+from bridge.core.service import Service
+from bridge.http.app import build_app
+from bridge.http.serving import AppServer, bridge_server
+from bridge.redisconn.clients import drop_prefix
+from tests.scenarios.conftest import (  # noqa: F401  (fixtures shared with these tests)
     APP_ID,
     APP_SECRET,
     JWT_SECRET,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from bridge.api.security import mint_api
-from bridge.auth import mint
+from bridge.auth.tokens import mint
 from tests.admin.clients import Client
 from tests.admin.conftest import antbuddy, config_data
-from tests.integration.conftest import ACCOUNT, APP_SECRET, JWT_SECRET, TENANT, eventually
+from tests.scenarios.conftest import ACCOUNT, APP_SECRET, JWT_SECRET, TENANT, eventually
 
 STREAM = f"antbuddy/{TENANT}/{ACCOUNT}"
 ENDPOINTS = [("GET", "/admin/streams"), ("GET", "/admin/clients"),

@@ -8,10 +8,10 @@ import sys
 
 import orjson
 
-from bridge.auth import mint
+from bridge.auth.tokens import mint
 from tests.admin.clients import Client
 from tests.admin.conftest import ADMIN, antbuddy, config_data
-from tests.integration.conftest import ACCOUNT, JWT_SECRET, SCALE, TENANT, eventually
+from tests.scenarios.conftest import ACCOUNT, JWT_SECRET, SCALE, TENANT, eventually
 
 STREAM = f"antbuddy/{TENANT}/{ACCOUNT}"
 

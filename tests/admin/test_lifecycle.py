@@ -16,13 +16,13 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from bridge.auth import mint
-from bridge.brokers.redis import RedisBroker
+from bridge.auth.tokens import mint
+from bridge.brokers.redis.broker import RedisBroker
 from tests.admin.clients import Client
 from tests.admin.conftest import ADMIN, SHARED_REDIS, antbuddy, config_data, toml
-from tests.integration.conftest import ACCOUNT, JWT_SECRET, SCALE, TENANT, eventually
-from tests.redis_server import private_redis
-from tests.serve_process import ServeProcess
+from tests.scenarios.conftest import ACCOUNT, JWT_SECRET, SCALE, TENANT, eventually
+from tests.support.redis_server import private_redis
+from tests.support.serve_process import ServeProcess
 
 STREAM = f"antbuddy/{TENANT}/{ACCOUNT}"
 CHANNEL = f"calls:{TENANT}"

@@ -9,10 +9,10 @@ from collections import Counter
 import httpx
 import redis.asyncio as aioredis
 
-from bridge.auth import mint
+from bridge.auth.tokens import mint
 from tests.admin.clients import Client
 from tests.admin.conftest import ADMIN, SHARED_REDIS, antbuddy, config_data
-from tests.integration.conftest import JWT_SECRET, bridge_config, eventually
+from tests.scenarios.conftest import JWT_SECRET, bridge_config, eventually
 
 A, B, C = "antbuddy/ta/acct-a", "antbuddy/tb/acct-b", "antbuddy/tc/acct-c"
 

@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse, Response
 from bridge.api.endpoints import ApiError, Endpoint, Principal
 from bridge.api.routes import api_routes, openapi_document
 from bridge.api.security import mint_api, verify_api
-from bridge.auth import mint
-from bridge.serving import AppServer
+from bridge.auth.tokens import mint
+from bridge.http.serving import AppServer
 
 SECRET = secrets.token_urlsafe(32)
 

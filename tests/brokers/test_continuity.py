@@ -16,11 +16,10 @@ import redis.asyncio as aioredis
 from bridge.brokers import from_url
 from bridge.brokers.base import Broker
 from bridge.brokers.continuity import Continuity
-from bridge.events import Event, EventType
-from tests.cluster import binaries_missing, redis_cluster
-from tests.redis_server import PrivateRedis, private_redis
-
-from .test_redis import WAIT
+from bridge.events.event import Event, EventType
+from tests.brokers.redis.test_broker import WAIT
+from tests.support.redis_cluster import binaries_missing, redis_cluster
+from tests.support.redis_server import PrivateRedis, private_redis
 
 CH = "calls:acme:1001"
 

@@ -12,9 +12,9 @@ import pytest
 
 from bridge.brokers.base import EPOCH_RE, Broker, Replay, ReplayStatus, offset_key
 from bridge.brokers.memory import MemoryBroker
-from bridge.brokers.redis import RedisBroker
-from bridge.events import Event, EventType, envelope
-from bridge.redis_client import drop_prefix
+from bridge.brokers.redis.broker import RedisBroker
+from bridge.events.event import Event, EventType, envelope
+from bridge.redisconn.clients import drop_prefix
 from tests.brokers.collector import Collector
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

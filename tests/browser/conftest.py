@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from bridge.app import build_app
-from bridge.config import Config
-from bridge.redis_client import drop_prefix
-from bridge.serving import AppServer, bridge_server
+from bridge.config.model import Config
+from bridge.http.app import build_app
+from bridge.http.serving import AppServer, bridge_server
+from bridge.http.web import DemoBoard, web_routes
+from bridge.redisconn.clients import drop_prefix
 from bridge.simulator.app import Simulator, SimulatorSettings
-from bridge.web import DemoBoard, web_routes
-from tests.integration.conftest import wait_ready
+from tests.scenarios.conftest import wait_ready
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import ARTIFACTS, EXTENSIONS, SIP_USER, Setup
-from tests.integration.conftest import SCALE, eventually
+from tests.scenarios.conftest import SCALE, eventually
 
 
 async def open_board(browser: Any, setup: Setup) -> Any:

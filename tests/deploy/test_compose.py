@@ -12,8 +12,8 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-from bridge.config import Config
-from bridge.config_load import load_config
+from bridge.config.load import load_config
+from bridge.config.model import Config
 from tests.deploy.files import (
     COMPOSE,
     DEPLOY,

@@ -22,13 +22,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.auth import mint
-from bridge.config_load import load_config
+from bridge.auth.tokens import mint
+from bridge.config.load import load_config
 from bridge.downstream.protocol import TRY_AGAIN_LATER
 from tests.deploy.files import DEPLOY, env_file
 from tests.deploy.processes import NGINX, SCALE, Nginx, Serve, serving
 from tests.deploy.test_nginx import nginx_directory
-from tests.redis_server import free_port
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.skipif(
     not os.access(NGINX, os.X_OK),

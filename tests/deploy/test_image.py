@@ -12,7 +12,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from bridge.config_load import load_config
+from bridge.config.load import load_config
 from tests.deploy.files import (
     DEPLOY,
     ROOT,
@@ -20,7 +20,7 @@ from tests.deploy.files import (
     dockerfile_instructions,
 )
 from tests.deploy.processes import SCALE, Serve, clean_environ, serving
-from tests.redis_server import free_port
+from tests.support.redis_server import free_port
 
 IMAGE_CONFIG = "/etc/callbridge/callbridge.toml"
 

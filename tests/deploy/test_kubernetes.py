@@ -15,8 +15,8 @@ import yaml
 from kubernetes_validate import validate
 from kubernetes_validate.utils import all_versions
 
-from bridge.config import Config
-from bridge.config_load import load_config
+from bridge.config.load import load_config
+from bridge.config.model import Config
 from tests.deploy.files import K8S, k8s_manifests, k8s_object, k8s_resources, yaml_documents
 
 #: The oldest and the newest Kubernetes release whose schemas kubernetes-validate bundles.

@@ -35,15 +35,15 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from bridge.auth import mint
-from bridge.config_load import load_config
-from bridge.redis_client import drop_prefix
-from bridge.serving import AppServer
+from bridge.auth.tokens import mint
+from bridge.config.load import load_config
+from bridge.http.serving import AppServer
+from bridge.redisconn.clients import drop_prefix
 from bridge.simulator.app import Simulator, SimulatorSettings
 from tests.deploy.files import DEPLOY, env_file, simulator_app
 from tests.deploy.processes import NGINX, SCALE, Nginx, Serve, serving
-from tests.integration.conftest import eventually
-from tests.redis_server import free_port
+from tests.scenarios.conftest import eventually
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.skipif(
     not os.access(NGINX, os.X_OK),

@@ -15,11 +15,11 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from bridge.auth import mint
-from bridge.config_load import load_config
+from bridge.auth.tokens import mint
+from bridge.config.load import load_config
 from tests.deploy.files import DEPLOY, SYSTEMD_UNIT, env_file, seconds, unit_settings
 from tests.deploy.processes import SCALE, Serve, clean_environ, serving
-from tests.redis_server import free_port
+from tests.support.redis_server import free_port
 
 UNIT_CONFIG = DEPLOY / "systemd" / "callbridge.toml"
 UNIT_ENV = DEPLOY / "systemd" / "callbridge.env.example"

@@ -69,6 +69,6 @@ def serve() -> Callable[..., contextlib.AbstractAsyncContextManager[RunningServe
 @pytest.fixture
 def bridge(serve: Any) -> Any:
     """Start a /ws bridge on a MemoryBroker (or the given broker): see harness.bridge_starter."""
-    from .harness import bridge_starter
+    from tests.downstream.harness import bridge_starter
 
     return bridge_starter(serve)

@@ -16,14 +16,13 @@ from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.auth import mint
+from bridge.auth.tokens import mint
 from bridge.brokers.base import Broker
 from bridge.brokers.memory import MemoryBroker
 from bridge.downstream.endpoint import ws_route
-from bridge.events import Event, EventType
-from bridge.hub import Hub
-
-from .conftest import SCALE, RunningServer
+from bridge.downstream.hub import Hub
+from bridge.events.event import Event, EventType
+from tests.downstream.conftest import SCALE, RunningServer
 
 JWT_SECRET = secrets.token_urlsafe(32)
 REDIS_URL = "redis://127.0.0.1:6379/0"

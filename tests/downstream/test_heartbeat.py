@@ -9,10 +9,9 @@ import orjson
 import pytest
 
 from bridge.downstream.heartbeat import Heartbeats
-from bridge.link import ClientLink
-
-from .conftest import SCALE
-from .harness import client, token
+from bridge.downstream.link import ClientLink
+from tests.downstream.conftest import SCALE
+from tests.downstream.harness import client, token
 
 
 def drain(link: ClientLink) -> list[dict]:

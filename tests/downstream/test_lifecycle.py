@@ -11,12 +11,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.auth import mint
+from bridge.auth.tokens import mint
+from bridge.cluster.revocations import MemoryRevocations
 from bridge.downstream import protocol as p
-from bridge.revocation import MemoryRevocations
-
-from .conftest import SCALE
-from .harness import (
+from tests.downstream.conftest import SCALE
+from tests.downstream.harness import (
     JWT_SECRET,
     WAIT,
     StartBridge,

@@ -6,7 +6,7 @@ import asyncio
 
 from bridge.brokers.memory import MemoryBroker
 from bridge.downstream import protocol as p
-from bridge.hub import Hub
+from bridge.downstream.hub import Hub
 
 
 async def test_a_send_blocked_past_its_timeout_counts_as_a_slow_consumer() -> None:

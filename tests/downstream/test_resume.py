@@ -11,17 +11,16 @@ from typing import Any
 import orjson
 
 from bridge.brokers.memory import MemoryBroker
-from bridge.brokers.redis import RedisBroker
+from bridge.brokers.redis.broker import RedisBroker
 from bridge.brokers.resilient import provisional_frame
 from bridge.downstream import protocol as p
-from bridge.hub import Hub
-from bridge.link import ClientLink
-from bridge.redis_client import drop_prefix
-from tests.redis_proxy import Proxy
-from tests.redis_server import private_redis
-
-from .conftest import SCALE
-from .harness import REDIS_URL, WAIT, StartBridge, client, recv, subscribe, token
+from bridge.downstream.hub import Hub
+from bridge.downstream.link import ClientLink
+from bridge.redisconn.clients import drop_prefix
+from tests.downstream.conftest import SCALE
+from tests.downstream.harness import REDIS_URL, WAIT, StartBridge, client, recv, subscribe, token
+from tests.support.redis_proxy import Proxy
+from tests.support.redis_server import private_redis
 
 CH = "calls:acme:1001"
 

@@ -12,10 +12,10 @@ import orjson
 import tomli_w
 from websockets.asyncio.client import connect
 
-from bridge.auth import mint
+from bridge.auth.tokens import mint
+from bridge.common.logs import PerConnectionLines
 from bridge.downstream.tally import Tally
-from bridge.logs import PerConnectionLines
-from tests.serve_process import SCALE, ServeProcess
+from tests.support.serve_process import SCALE, ServeProcess
 
 SECRET = "t" * 40
 

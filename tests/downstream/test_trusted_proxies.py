@@ -18,13 +18,12 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.app import build_app
-from bridge.auth import mint
-from bridge.config import Config
+from bridge.auth.tokens import mint
+from bridge.config.model import Config
 from bridge.downstream import protocol as p
-from bridge.serving import AppServer, bridge_server
-
-from .conftest import SCALE
+from bridge.http.app import build_app
+from bridge.http.serving import AppServer, bridge_server
+from tests.downstream.conftest import SCALE
 
 JWT_SECRET = secrets.token_urlsafe(32)
 

@@ -12,12 +12,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.auth import mint
+from bridge.auth.tokens import mint
 from bridge.downstream import protocol as p
-from bridge.redis_client import drop_prefix
-
-from .conftest import SCALE
-from .harness import (
+from bridge.redisconn.clients import drop_prefix
+from tests.downstream.conftest import SCALE
+from tests.downstream.harness import (
     REDIS_URL,
     WAIT,
     StartBridge,
@@ -255,9 +254,9 @@ async def test_slow_client_is_closed_4008_and_others_keep_receiving(
 
 async def test_redis_broker_end_to_end(bridge: StartBridge) -> None:
     try:
-        from bridge.brokers.redis import RedisBroker
+        from bridge.brokers.redis.broker import RedisBroker
     except ImportError:
-        pytest.skip("bridge/brokers/redis.py is not there yet")
+        pytest.skip("bridge/brokers/redis/broker.py is not there yet")
     prefix = f"test-ws-{uuid.uuid4().hex}:"
     try:
         async with bridge(RedisBroker(REDIS_URL, prefix=prefix)) as b, \

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bridge.normalize import normalize_kazoo
 from bridge.simulator.calls import Endpoint, Outcome, plan_call
 from bridge.simulator.traffic import Traffic
+from bridge.upstream.normalize import normalize_kazoo
 
 UTC = timezone.utc
 # Seconds from 0000-01-01 to 1970-01-01, computed here rather than imported: year 0 is a leap

@@ -6,8 +6,8 @@ import random
 
 import httpx
 
-from bridge.tokens import Token, TokenManager
 from bridge.upstream.stream import StreamSettings, UpstreamStream
+from bridge.upstream.tokens import Token, TokenManager
 
 
 def stream(http: httpx.AsyncClient, tokens: TokenManager, seed: int,

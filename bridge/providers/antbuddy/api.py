@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.api.endpoints import ApiError, Endpoint, Principal
-from bridge.providers import fields
+from bridge.common import fields
+from bridge.common.redact import register
 from bridge.providers.antbuddy import rest
 from bridge.providers.antbuddy.client import OapiError
-from bridge.redact import register
 
 if TYPE_CHECKING:
     from bridge.providers.antbuddy.provider import AntBuddyRest

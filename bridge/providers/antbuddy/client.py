@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import httpx
 
+from bridge.common.redact import redact
 from bridge.providers.antbuddy import rest
-from bridge.redact import redact
 
 CLICK_TO_CALL = "/oapi/v1/call/click-to-call/"
 HISTORIES = "/oapi/v1/call/histories"

@@ -13,8 +13,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from bridge import kazoo
 from bridge.providers.antbuddy.rest import HistoryRecord
+from bridge.upstream import kazoo
 
 _DIGITS = re.compile(r"\D")
 

@@ -12,8 +12,8 @@ import logging
 import time
 from typing import Any, Callable
 
-from bridge.backoff import backoff
-from bridge.logs import Every
+from bridge.common.backoff import backoff
+from bridge.common.logs import Every
 from bridge.providers.antbuddy import rest
 from bridge.providers.antbuddy.client import OapiClient, OapiError
 from bridge.providers.antbuddy.gaps import LiveLedger, OutageTracker, Window

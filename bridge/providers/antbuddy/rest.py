@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from bridge.events import Durations, Event, EventType, Hangup, Party
-from bridge.kazoo import iso_from_micros
-from bridge.providers import fields
+from bridge.common import fields
+from bridge.events.event import Durations, Event, EventType, Hangup, Party
+from bridge.upstream.kazoo import iso_from_micros
 
 MAX_WINDOW = 31 * 86_400  # seconds; the provider refuses longer history filters
 MAX_LIMIT = 100

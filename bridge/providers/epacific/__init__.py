@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.config.providers import EPacificAccount
 from bridge.providers.base import ProviderContext
 from bridge.providers.epacific.provider import EPacificProvider
-from bridge.providers.settings import EPacificAccount
 
 __all__ = ["EPacificProvider", "create"]
 

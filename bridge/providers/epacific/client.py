@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 
+from bridge.common.redact import redact
 from bridge.providers.epacific.protocol import (
     EPacificError,
     check_answer,
     has_next,
     rows,
 )
-from bridge.redact import redact
 
 #: Seconds one request may take.
 TIMEOUT = 20.0

@@ -14,9 +14,10 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from bridge.brokers.base import BrokerError
-from bridge.cursors import CursorStore
-from bridge.events import Event
-from bridge.logs import Every
+from bridge.cluster.cursors import CursorStore
+from bridge.common.logs import Every
+from bridge.common.redact import redact
+from bridge.events.event import Event
 from bridge.providers.epacific.client import EPacificClient
 from bridge.providers.epacific.cursor import CdrCursor
 from bridge.providers.epacific.protocol import (
@@ -29,7 +30,6 @@ from bridge.providers.epacific.protocol import (
     request_start,
     window_bounds,
 )
-from bridge.redact import redact
 
 log = logging.getLogger("bridge.providers.epacific")
 

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from bridge.events import Durations, Event, EventType, Hangup, Party
-from bridge.providers import fields
+from bridge.common import fields
+from bridge.events.event import Durations, Event, EventType, Hangup, Party
 
 PROVIDER = "epacific"
 #: Bounds leave an ambiguous wall time by whole minutes: the result is the same minute for every
@@ -222,7 +222,7 @@ def cdr_event_id(tenant: str, key: str) -> str:
 def cdr_event(tenant: str, cdr: dict[str, Any], tz: ZoneInfo) -> tuple[Event, datetime]:
     """The ``call.completed`` event of one CDR, and its start (UTC).
 
-    ValueError (a :class:`~bridge.providers.fields.FieldError` naming the field) when the CDR
+    ValueError (a :class:`~bridge.common.fields.FieldError` naming the field) when the CDR
     is unusable: ``start`` not a provider date; ``tta`` / ``duration`` not 0..31 days of
     seconds (``duration`` as ``hh:mm:ss`` or seconds); ``pdd`` not 0..86400; ``mos`` not
     0..5; a text over its length or holding control characters; a malformed id.

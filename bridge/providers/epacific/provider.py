@@ -10,13 +10,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.api.endpoints import ApiError, Endpoint, Principal
-from bridge.providers import fields
+from bridge.common import fields
+from bridge.common.redact import register
+from bridge.config.providers import EPacificAccount
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.epacific.client import EPacificClient
 from bridge.providers.epacific.poller import CdrPoller, PresencePoller, guarded
 from bridge.providers.epacific.protocol import MAX_ID, EPacificError, cdr_event
-from bridge.providers.settings import EPacificAccount
-from bridge.redact import register
 
 #: Default seconds a CDR may appear after its call started (the longest call expected).
 SETTLE = 3600.0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.config.providers import KompaasAccount
 from bridge.providers.base import ProviderContext
 from bridge.providers.kompaas.provider import KompaasProvider
-from bridge.providers.settings import KompaasAccount
 
 __all__ = ["KompaasProvider", "create"]
 

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 
 from bridge.api.endpoints import ApiError
-from bridge.providers import fields
+from bridge.common import fields
+from bridge.common.redact import redact
 from bridge.providers.kompaas.outcome import parse_uuid
-from bridge.redact import redact
 
 log = logging.getLogger("bridge.providers.kompaas")
 

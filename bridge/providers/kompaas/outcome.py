@@ -28,8 +28,8 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from bridge.events import Event, EventType, Hangup, Party
-from bridge.providers import fields
+from bridge.common import fields
+from bridge.events.event import Event, EventType, Hangup, Party
 
 PROVIDER = "kompaas"
 

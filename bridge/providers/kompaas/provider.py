@@ -17,16 +17,16 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge import channels
 from bridge.api.endpoints import ApiError, Endpoint, Principal
+from bridge.common.redact import register
+from bridge.config.providers import KompaasAccount
+from bridge.events import channels
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.kompaas import outcome as oc
 from bridge.providers.kompaas import schema
 from bridge.providers.kompaas.client import confirmation_call
 from bridge.providers.kompaas.pending import FINISHED, PENDING, Held, Pending, TableFull
 from bridge.providers.kompaas.store import PendingStore, StoreUnavailable, open_store
-from bridge.providers.settings import KompaasAccount
-from bridge.redact import register
 
 log = logging.getLogger("bridge.providers.kompaas")
 

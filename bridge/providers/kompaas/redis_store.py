@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisClusterException, RedisError
 
+from bridge.common.redact import redact
 from bridge.providers.kompaas.outcome import TIMED_OUT
 from bridge.providers.kompaas.pending import (
     FINISHED,
@@ -38,8 +39,7 @@ from bridge.providers.kompaas.pending import (
     TableFull,
 )
 from bridge.providers.kompaas.store import PendingStore, StoreUnavailable
-from bridge.redact import redact
-from bridge.redis_client import command_client
+from bridge.redisconn.clients import command_client
 
 #: Seconds a verification's record outlives its deadline: time for some instance to sweep it
 #: (and report its timeout with its details) after every instance was down over the deadline.

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.config.providers import QuickomAccount
 from bridge.providers.base import ProviderContext
 from bridge.providers.quickom.provider import QuickomProvider
-from bridge.providers.settings import QuickomAccount
 
 __all__ = ["QuickomProvider", "create"]
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from bridge.api.endpoints import ApiError, Endpoint, Principal
-from bridge.providers import fields
+from bridge.common import fields
 from bridge.providers.quickom.calls import MAX_ID
 from bridge.providers.quickom.client import QuickomError
 

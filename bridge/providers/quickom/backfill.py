@@ -14,12 +14,12 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from bridge.cursors import CursorStore
-from bridge.events import Event
-from bridge.logs import Every
+from bridge.cluster.cursors import CursorStore
+from bridge.common.logs import Every
+from bridge.common.recent import RecentIds
+from bridge.events.event import Event
 from bridge.providers.quickom.calls import InvalidCall, call_event, epoch_seconds
 from bridge.providers.quickom.client import QuickomClient
-from bridge.recent import RecentIds
 
 log = logging.getLogger("bridge.providers.quickom")
 

@@ -12,8 +12,8 @@ import hashlib
 import time
 from typing import Any
 
-from bridge.events import Durations, Event, EventType, Party
-from bridge.providers import fields
+from bridge.common import fields
+from bridge.events.event import Durations, Event, EventType, Party
 
 PROVIDER = "quickom"
 #: Times at or above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).

@@ -1,7 +1,7 @@
 """Quickom's enterprise API (``/api/enterprise/call/...``) over the shared httpx client.
 
 Errors come back as :class:`QuickomError` with a status to show callbridge's own caller and a
-message that never carries the API key (it is registered with :mod:`bridge.redact`).
+message that never carries the API key (it is registered with :mod:`bridge.common.redact`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from bridge.redact import redact
+from bridge.common.redact import redact
 
 _DETAIL = "/api/enterprise/call/detail"
 _NEW = "/api/enterprise/call/new"

@@ -15,10 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.api.endpoints import ApiError, Endpoint, Principal
-from bridge.backoff import backoff
 from bridge.brokers.base import BrokerError
-from bridge.logs import Every
-from bridge.providers import fields
+from bridge.common import fields
+from bridge.common.backoff import backoff
+from bridge.common.logs import Every
+from bridge.common.recent import RecentWindow
+from bridge.common.redact import redact, register
+from bridge.config.providers import QuickomAccount
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.quickom import signature
 from bridge.providers.quickom.api import api_endpoints, webhook_operation
@@ -26,9 +29,6 @@ from bridge.providers.quickom.backfill import Backfill, SeenCalls
 from bridge.providers.quickom.calls import MAX_ID, InvalidCall, call_event
 from bridge.providers.quickom.client import QuickomClient, QuickomError
 from bridge.providers.quickom.webhook import read_body
-from bridge.providers.settings import QuickomAccount
-from bridge.recent import RecentWindow
-from bridge.redact import redact, register
 
 log = logging.getLogger("bridge.providers.quickom")
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from bridge.redact import MASK, redact, register
+from bridge.common.redact import MASK, redact, register
 from bridge.upstream.dialects.base import (
     AuthFailed,
     CallSignal,

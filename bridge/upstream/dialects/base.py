@@ -16,7 +16,7 @@ A codec never touches a socket or the clock. The session loop (bridge/upstream/s
 
 A malformed frame yields a :class:`Malformed` signal; the codec stays usable. Codecs must never
 put an auth token in a signal's text: whatever the server echoes is passed through
-:func:`bridge.redact.redact` by the codec before it is stored in a signal.
+:func:`bridge.common.redact.redact` by the codec before it is stored in a signal.
 """
 
 from __future__ import annotations

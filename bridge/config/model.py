@@ -1,0 +1,253 @@
+"""Configuration: a TOML file, overridden by ``CALLBRIDGE__*`` environment variables.
+
+This module is the schema; :func:`bridge.config.load.load_config` reads a file and the
+environment into it. Secrets are ``SecretStr`` and the broker URL's password is masked, so a
+``Config`` can be printed or logged safely; :meth:`Config.model_dump_safe` gives a display dict
+with secrets masked.
+See docs/configuration.md for every key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from bridge.common.redact import register
+from bridge.config.providers import ACCOUNT_SECTIONS, Section, min_secret
+
+MASK = "**********"
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/]*@")
+
+#: Every Kazoo call event the bridge normalizes; the bindings of an account by default.
+DEFAULT_BINDINGS: tuple[str, ...] = tuple(
+    f"call.{name}.*"
+    for name in "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_HOLD CHANNEL_UNHOLD "
+    "CHANNEL_DESTROY PARK_PARKED PARK_RETRIEVED PARK_ABANDONED".split()
+)
+
+
+_min_secret = min_secret
+_Section = Section
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_message_bytes: int = Field(65536, ge=256)
+    auth_timeout: float = Field(5.0, gt=0)
+    ping_interval: float = Field(20.0, gt=0)
+    #: Seconds a /ws client may send nothing before it is closed with 4009; 0: never.
+    idle_timeout: float = Field(0.0, ge=0)
+    client_queue_bytes: int = Field(1_048_576, ge=1024)
+    max_channels: int = Field(100, ge=1)
+    max_connections_per_ip: int = Field(1000, ge=1)
+    #: Origins allowed to open /ws (exact "scheme://host[:port]"); empty: any origin.
+    allowed_origins: list[str] = Field(default_factory=list)
+    send_timeout: float = Field(30.0, gt=0)
+    #: Seconds from SIGTERM to exit: leases released, clients closed, events published.
+    shutdown_timeout: float = Field(10.0, gt=0)
+    #: Serve the live softphone board at ``/`` (and callbridge.js, which is always served).
+    board: bool = False
+    #: Addresses or networks of reverse proxies whose X-Forwarded-For names the client;
+    #: empty: trust none (the socket's peer is the client).
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        out = []
+        for value in values:
+            try:
+                if "/" in value:
+                    out.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+                else:
+                    out.append(str(ipaddress.ip_address(value.strip())))
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or network") from None
+        return out
+
+
+class BrokerConfig(_Section):
+    url: str = "memory://"
+    prefix: str = Field("callbridge:", max_length=100)
+    history_length: int = Field(1000, ge=0)
+    #: Seconds of history a resuming client may ask for; 0: no age limit.
+    history_max_age: float = Field(86400.0, ge=0)
+    #: Seconds an event id is remembered to drop duplicates across instances.
+    dedup_window: float = Field(600.0, gt=0)
+    #: Seconds between liveness probes of the broker's subscription connection.
+    probe_interval: float = Field(5.0, gt=0)
+    #: Events kept while the broker is unreachable; beyond it they are counted and dropped.
+    buffer_events: int = Field(10_000, ge=1)
+    #: Redis connections this instance opens for commands (publish, history, epochs) at most;
+    #: a command that finds all of them busy waits for one, up to the connect timeout.
+    pool_size: int = Field(64, ge=2, le=10_000)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        scheme = url.partition("://")[0]
+        if scheme == "redis-cluster":
+            from bridge.brokers.redis.cluster import parse_url
+
+            _, _, password = parse_url(url)
+            register(password)
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("memory", "redis", "rediss"):
+            raise ValueError(
+                "scheme must be memory://, redis://, rediss:// or redis-cluster://")
+        if parts.scheme != "memory" and not parts.hostname:
+            raise ValueError("a redis URL needs a host")
+        register(parts.password)
+        return url
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password (if any) masked."""
+        return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", self.url)
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            yield key, (self.safe_url if key == "url" else value)
+
+
+class AuthConfig(_Section):
+    jwt_secret: SecretStr
+    leeway: float = Field(5.0, ge=0)
+    #: Seconds a connection may outlive its token's expiry before it is closed (renew in time).
+    expiry_grace: float = Field(10.0, ge=0)
+    #: Seconds a token revoked through the admin API stays refused when its expiry is unknown.
+    revocation_ttl: float = Field(86400.0, gt=0)
+
+    _length = field_validator("jwt_secret")(lambda v: _min_secret(v, 32))
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    #: Seconds between the INFO summaries of websocket connections opened and closed.
+    summary_interval: float = Field(60.0, gt=0)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class UpstreamConfig(_Section):
+    reconnect_initial: float = Field(0.5, gt=0)
+    reconnect_max: float = Field(30.0, gt=0)
+    auth_retry: float = Field(60.0, gt=0)
+    request_timeout: float = Field(10.0, gt=0)
+    connect_timeout: float = Field(10.0, gt=0)
+    refresh_margin: float = Field(60.0, ge=0)
+    refresh_jitter: float = Field(0.1, ge=0, le=0.5)
+    default_lifetime: float = Field(3600.0, gt=0)
+    token_unavailable_after: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> UpstreamConfig:
+        if self.reconnect_max < self.reconnect_initial:
+            raise ValueError("reconnect_max must be >= reconnect_initial")
+        return self
+
+
+class LeaseConfig(_Section):
+    """Upstream stream ownership across instances (Redis brokers only)."""
+
+    #: Seconds a lease lives without renewal: the longest a dead instance keeps its streams.
+    ttl: float = Field(10.0, gt=0)
+    #: Name of this instance in leases and logs; empty: hostname and process id.
+    instance_id: str = Field("", max_length=100)
+    #: Seconds a stopping instance keeps its streams running after releasing their leases,
+    #: until another instance has them live upstream (at most half of the shutdown timeout).
+    handover_timeout: float = Field(5.0, ge=0)
+
+
+class AntBuddyAccount(_Section):
+    tenant: str = Field(pattern=r"^[A-Za-z0-9_.+\-]+$", max_length=64)
+    oapi_url: str
+    ws_url: str
+    dialect: Literal["auto", "socketio-0.9", "kazoo-json", "engineio-4"] = "auto"
+    app_id: str = Field(min_length=1)
+    app_secret: SecretStr
+    account_id: str = Field(min_length=1)
+    bindings: list[str] = Field(default_factory=lambda: list(DEFAULT_BINDINGS), min_length=1)
+    sip_user: str | None = None
+    sip_password: SecretStr | None = None
+    raw_payload: bool = False
+
+    _length = field_validator("app_secret", "sip_password")(lambda v: _min_secret(v, 4))
+
+    @field_validator("oapi_url", "ws_url")
+    @classmethod
+    def _url(cls, url: str, info: Any) -> str:
+        allowed = ("http", "https") if info.field_name == "oapi_url" else ("ws", "wss", "http", "https")
+        parts = urlsplit(url)
+        if parts.scheme not in allowed or not parts.hostname:
+            raise ValueError("expected a URL with scheme " + "/".join(allowed) + " and a host")
+        return url
+
+    @model_validator(mode="after")
+    def _sip_pair(self) -> AntBuddyAccount:
+        if (self.sip_user is None) != (self.sip_password is None):
+            raise ValueError("sip_user and sip_password must be set together")
+        return self
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    broker: BrokerConfig = BrokerConfig()
+    auth: AuthConfig
+    logging: LoggingConfig = LoggingConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    lease: LeaseConfig = LeaseConfig()
+    antbuddy: list[AntBuddyAccount] = []
+    quickom: list[ACCOUNT_SECTIONS["quickom"]] = []  # type: ignore[valid-type]
+    epacific: list[ACCOUNT_SECTIONS["epacific"]] = []  # type: ignore[valid-type]
+    kompaas: list[ACCOUNT_SECTIONS["kompaas"]] = []  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _unique_accounts(self) -> Config:
+        seen: dict[tuple[str, str], int] = {}
+        for i, acc in enumerate(self.antbuddy):
+            key = (acc.tenant, acc.account_id)
+            if key in seen:
+                raise ValueError(
+                    f"antbuddy[{i}] repeats tenant {acc.tenant!r} with account_id "
+                    f"{acc.account_id!r} (already in antbuddy[{seen[key]}])"
+                )
+            seen[key] = i
+        for section in ACCOUNT_SECTIONS:
+            tenants: dict[str, int] = {}
+            for i, block in enumerate(getattr(self, section)):
+                if block.tenant in tenants:
+                    raise ValueError(
+                        f"{section}[{i}] repeats tenant {block.tenant!r} (already in "
+                        f"{section}[{tenants[block.tenant]}]): one block per tenant")
+                tenants[block.tenant] = i
+        return self
+
+    def model_dump_safe(self) -> dict[str, Any]:
+        """A JSON-ready dict for display: secrets and the broker password masked."""
+        data = self.model_dump(mode="json")
+        data["broker"]["url"] = self.broker.safe_url
+        return data
+
+
+#: Every key whose value is a secret, in any section: never echoed, always registered.
+_SECRET_KEYS = frozenset(
+    name for model in (AuthConfig, AntBuddyAccount, *ACCOUNT_SECTIONS.values())
+    for name, field in model.model_fields.items()
+    if field.annotation in (SecretStr, SecretStr | None)
+)
+
+#: Sections written as arrays of tables, one block per provider account.
+_ARRAYS: dict[str, type[Section]] = {"antbuddy": AntBuddyAccount, **ACCOUNT_SECTIONS}
+_SECTIONS: dict[str, type[_Section]] = {
+    name: field.annotation for name, field in Config.model_fields.items() if name not in _ARRAYS
+}

@@ -1,0 +1,419 @@
+"""The running bridge: broker, hub, pipeline, token managers and upstream streams, owned together.
+
+``async with Service(config) as service:`` starts everything and, on exit, stops it in the
+reverse order: upstream streams are handed over (their leases released, the streams kept
+running until another instance has them live upstream: :func:`bridge.cluster.leases.hand_over`), the
+pipeline is drained into the broker and the outage buffer flushed, clients are closed with
+1012, then the broker; all within ``[server] shutdown_timeout`` of
+:meth:`Service.begin_shutdown` (a signal) or of the exit.
+
+:meth:`Service.reload` applies a new configuration's account blocks to the running service:
+added blocks start, removed ones stop (their leases released), changed ones restart, unchanged
+ones are not touched (:mod:`bridge.config.changes`).
+
+Each upstream stream runs only while this instance holds its lease (:mod:`bridge.cluster.leases`); the
+broker is wrapped in :class:`bridge.brokers.resilient.ResilientBroker` so a broker outage never
+stops the streams nor local delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+
+from bridge.brokers import Broker, BrokerError, from_url
+from bridge.brokers.resilient import ResilientBroker
+from bridge.cluster.cursors import CursorStore, MemoryCursors, RedisCursors
+from bridge.cluster.leases import LeasedRunner, LeaseStore, LocalLeases, hand_over
+from bridge.cluster.notices import RELEASED, LeaseNotices, LocalNotices, Notice
+from bridge.cluster.revocations import MemoryRevocations, RedisRevocations, Revocations
+from bridge.common.redact import redact, register
+from bridge.config.changes import Changes, block_name, diff
+from bridge.config.model import AntBuddyAccount, Config
+from bridge.core.pipeline import Pipeline
+from bridge.downstream.hub import Hub
+from bridge.events.event import Event, EventType
+from bridge.providers.base import Provider, ProviderContext
+from bridge.providers.registry import build_providers, rebuild_providers
+from bridge.upstream.normalize import normalize_kazoo
+from bridge.upstream.stream import State, StreamSettings, UpstreamStream
+from bridge.upstream.tokens import TokenManager, app_hash
+
+log = logging.getLogger("bridge.core.service")
+
+
+def system_notice(tenant: str, account: str, kind: str, message: str, stream: str) -> Event:
+    """A ``system.notice`` event about one upstream link, published on ``system:<tenant>``."""
+    now = time.time()
+    digest = hashlib.sha256(f"{tenant}|{account}|{kind}|{now!r}".encode()).hexdigest()[:26]
+    occurred = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return Event(
+        id=f"sys-{digest}", type=EventType.SYSTEM, provider="callbridge", tenant=tenant,
+        account=account, occurred_at=occurred,
+        detail={"kind": kind, "stream": stream, "message": redact(message)},
+    )
+
+
+class Service:
+    def __init__(self, config: Config, *, broker: Broker | None = None) -> None:
+        self.config = config
+        _register_secrets(config)
+        local = config.broker.url.startswith("memory:")
+        inner = broker or from_url(
+            config.broker.url,
+            **_broker_options(config),
+            history_length=config.broker.history_length,
+            dedup_window=config.broker.dedup_window,
+        )
+        self.broker = ResilientBroker(inner, buffer_events=config.broker.buffer_events)
+        self.leases: LeaseStore | LocalLeases = (
+            LocalLeases(config.lease.instance_id, config.lease.ttl) if local
+            else LeaseStore(config.broker.url, prefix=config.broker.prefix,
+                            ttl=config.lease.ttl, instance_id=config.lease.instance_id))
+        self.notices: LeaseNotices | LocalNotices = (
+            LocalNotices() if local
+            else LeaseNotices(config.broker.url, prefix=config.broker.prefix,
+                              instance_id=self.leases.instance_id))
+        self.revocations: Revocations = (
+            MemoryRevocations() if local
+            else RedisRevocations(config.broker.url, prefix=config.broker.prefix))
+        self.cursors: CursorStore = (
+            MemoryCursors() if local
+            else RedisCursors(config.broker.url, prefix=config.broker.prefix))
+        self.providers: list[Provider] = []
+        self.hub = Hub(self.broker, client_queue_bytes=config.server.client_queue_bytes)
+        self.pipeline = Pipeline(self.broker)
+        self.streams: list[UpstreamStream] = []
+        #: One per stream, same order as :attr:`streams`.
+        self.runners: list[LeasedRunner] = []
+        self._releasing: asyncio.Task[None] | None = None
+        #: Monotonic time by which the shutdown must be done (set when it begins).
+        self._deadline: float | None = None
+        self._reload_lock = asyncio.Lock()
+        self._context: ProviderContext | None = None
+        self._tokens: dict[tuple[str, str, str | None, str], TokenManager] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = AsyncExitStack()
+        self.started_at = time.time()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Service:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        up = self.config.upstream
+        # Idle connections are dropped before common servers' 5 s keep-alive ends, so a
+        # poller never reuses a connection the server is closing (a spurious ReadError).
+        http = httpx.AsyncClient(timeout=up.request_timeout, trust_env=False,
+                                 headers={"user-agent": "callbridge"},
+                                 limits=httpx.Limits(keepalive_expiry=2.0))
+        self._stack.push_async_callback(http.aclose)
+        self._http = http
+        self.broker.set_handler(self.hub.on_message)
+        await self.broker.start()
+        self._stack.push_async_callback(self.broker.close)
+        self._stack.push_async_callback(self.leases.close)
+        await self.revocations.start()
+        self._stack.push_async_callback(self.revocations.close)
+        self._spawn(self.pipeline.run(), "pipeline")
+        for account in self.config.antbuddy:
+            self._start_stream(*self._new_stream(account))
+        # Listening only now: an instance that hears a release notice has its runners.
+        self.notices.on_notice(self._on_lease_notice)
+        self._stack.push_async_callback(self.notices.close)
+        await self.notices.start()
+        self._stack.push_async_callback(self.cursors.close)
+        context = ProviderContext(submit=self.pipeline.submit, http=http, cursors=self.cursors,
+                                  broker_url=self.config.broker.url,
+                                  prefix=self.config.broker.prefix)
+        self.providers = build_providers(self.config, context, streams=self.streams)
+        for provider in self.providers:
+            self._spawn(provider.run(), f"provider {provider.name}")
+        self._context = context
+        log.info("callbridge %s started: broker %s, %d upstream stream(s)",
+                 self.leases.instance_id, self.broker.display_url, len(self.streams))
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _stop_task(self, name: str) -> None:
+        tasks = [t for t in self._tasks if t.get_name() == name]
+        for task in tasks:
+            self._tasks.remove(task)
+        await _cancel(tasks)
+
+    def _token_manager(self, account: AntBuddyAccount) -> TokenManager:
+        # Streams sharing credentials share one token (and one refresh schedule). The digest
+        # keeps a reloaded block with a new secret off the manager holding the old one.
+        key = (account.oapi_url, account.app_id, account.sip_user, _credentials_digest(account))
+        manager = self._tokens.get(key)
+        if manager is None:
+            up = self.config.upstream
+            manager = self._tokens[key] = TokenManager(
+                oapi_url=account.oapi_url, app_id=account.app_id,
+                app_secret=account.app_secret.get_secret_value(), http=self._http,
+                sip_user=account.sip_user,
+                sip_password=account.sip_password.get_secret_value()
+                if account.sip_password else None,
+                margin=up.refresh_margin, jitter=up.refresh_jitter,
+                request_timeout=up.request_timeout, default_lifetime=up.default_lifetime,
+                retry_initial=up.reconnect_initial, retry_max=up.reconnect_max,
+                unavailable_after=up.token_unavailable_after,
+            )
+        return manager
+
+    def _new_stream(self, account: AntBuddyAccount) -> tuple[UpstreamStream, LeasedRunner]:
+        up = self.config.upstream
+        settings = StreamSettings(
+            tenant=account.tenant, account_id=account.account_id, ws_url=account.ws_url,
+            dialect=account.dialect, bindings=tuple(account.bindings),
+            reconnect_initial=up.reconnect_initial, reconnect_max=up.reconnect_max,
+            auth_retry=up.auth_retry, connect_timeout=up.connect_timeout,
+        )
+        tenant, acct, raw = account.tenant, account.account_id, account.raw_payload
+        pipeline = self.pipeline
+
+        def on_call(name: str, payload: dict) -> None:
+            try:
+                event = normalize_kazoo(name, payload, tenant=tenant, account=acct,
+                                        include_raw=raw, received_at=time.time())
+            except ValueError as exc:
+                log.warning("%s: event %r not normalized: %s", settings.name, name, exc)
+                return
+            pipeline.submit(event)
+
+        def on_notice(stream: str, kind: str, message: str) -> None:
+            pipeline.submit(system_notice(tenant, acct, kind, message, stream))
+
+        stream = UpstreamStream(settings, self._token_manager(account), self._http,
+                                on_call=on_call, on_notice=on_notice)
+        return stream, LeasedRunner(self.leases, settings.name, stream.run,
+                                    until_live=stream.wait_subscribed,
+                                    notices=self.notices)
+
+    def _start_stream(self, stream: UpstreamStream, runner: LeasedRunner) -> None:
+        self.streams.append(stream)
+        self.runners.append(runner)
+        self._spawn(runner.run(), f"lease {stream.name}")
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def reload(self, config: Config) -> Changes:
+        """Apply ``config``'s account blocks; every other section keeps its running values.
+
+        Returns what changed (fixed sections that differ are listed as needing a restart).
+        Raises :class:`ReloadRefused` before the service has started or once it stops.
+        Reloads run one at a time.
+        """
+        async with self._reload_lock:
+            if self._context is None or self._releasing is not None:
+                raise ReloadRefused("the service is not running (starting or shutting down)")
+            changes = diff(self.config, config)
+            if changes.applies_anything:
+                await self._apply(changes.config, self._context)
+            else:
+                self.config = changes.config
+            return changes
+
+    async def _apply(self, config: Config, context: ProviderContext) -> None:
+        _register_secrets(config)
+        before = {block_name("antbuddy", a): a for a in self.config.antbuddy}
+        after = {block_name("antbuddy", a): a for a in config.antbuddy}
+        running = {s.name: (s, r) for s, r in zip(self.streams, self.runners)}
+        released = []
+        for name, (stream, runner) in running.items():
+            if before.get(name) != after.get(name):
+                # Removed or changed: stop it and give its lease up before anything restarts.
+                await self._stop_task(f"lease {name}")
+                if await runner.release() and name not in after:
+                    released.append(name)
+                log.info("reload: stream %s stopped", name)
+        if released:
+            # Instances that still run a removed block take it over at once (a changed one
+            # restarts here).
+            await self.notices.publish(RELEASED, released)
+        self.config = config
+        self.streams.clear()
+        self.runners.clear()
+        for name, account in after.items():
+            if name in running and before.get(name) == account:
+                self.streams.append(running[name][0])
+                self.runners.append(running[name][1])
+            else:
+                self._start_stream(*self._new_stream(account))
+                log.info("reload: stream %s started", name)
+        in_use = {id(s.tokens) for s in self.streams}
+        self._tokens = {k: m for k, m in self._tokens.items() if id(m) in in_use}
+        providers = rebuild_providers(config, context, self.providers, streams=self.streams)
+        for old in self.providers:
+            if all(old is not p for p in providers):
+                await self._stop_task(f"provider {old.name}")
+        fresh = [p for p in providers if all(p is not old for old in self.providers)]
+        self.providers[:] = providers
+        for provider in fresh:
+            self._spawn(provider.run(), f"provider {provider.name}")
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Begin the shutdown now, without waiting (signal handlers).
+
+        The streams are handed over (leases released, streams stopped once taken over, or
+        after ``[lease] handover_timeout``), then queued and buffered events are published;
+        :meth:`stop` finishes. All of it within ``[server] shutdown_timeout`` of this call.
+        """
+        if self._releasing is None:
+            if self._deadline is None:
+                self._deadline = time.monotonic() + self.config.server.shutdown_timeout
+            self._releasing = asyncio.create_task(self._wind_down(), name="release")
+
+    def _remaining(self) -> float:
+        assert self._deadline is not None
+        return max(0.0, self._deadline - time.monotonic())
+
+    async def _wind_down(self) -> None:
+        async with self._reload_lock:  # a reload in progress finishes first
+            for runner in self.runners:
+                runner.detach()  # the streams run on, publishing, until taken over
+            await _cancel([t for t in self._tasks if t.get_name().startswith("lease ")])
+            # At most half the time left: publishing and closing keep the rest.
+            wait = min(self.config.lease.handover_timeout, self._remaining() / 2)
+            await hand_over(self.runners, self.notices, timeout=wait)
+        # Publishing starts while the server still closes its connections.
+        if await self.pipeline.drain(self._remaining()):
+            await self.broker.flush(self._remaining())
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        if drain_timeout is not None and self._releasing is None:
+            self._deadline = time.monotonic() + drain_timeout
+        self.begin_shutdown()
+        assert self._releasing is not None and self._deadline is not None
+        timeout = drain_timeout or self.config.server.shutdown_timeout
+        try:
+            async with asyncio.timeout(self._remaining()):
+                await asyncio.shield(self._releasing)
+        except TimeoutError:
+            log.error("shutdown: leases and events not all settled within %.0fs", timeout)
+        # Again: events may have arrived meanwhile (webhooks answered during the server's own
+        # shutdown); this returns at once when everything is published already.
+        if not await self.pipeline.drain(self._remaining()):
+            log.error("shutdown: %d event(s) not published within %.0fs",
+                      self.pipeline.pending, timeout)
+        if not await self.broker.flush(self._remaining()):
+            log.error("shutdown: %d buffered event(s) not published within %.0fs",
+                      self.broker.health()["buffered"], timeout)
+        await self.hub.close_all(1012, timeout=min(5.0, max(0.5, self._remaining())))
+        await _cancel([*self._tasks, self._releasing])
+        self._tasks.clear()
+        await self._stack.aclose()
+
+    def _on_lease_notice(self, notice: Notice) -> None:
+        streams = set(notice.streams)
+        for runner in self.runners:
+            if runner.stream in streams:
+                if notice.kind == RELEASED:
+                    runner.nudge()
+                else:
+                    runner.successor_live()
+
+    # -- health --------------------------------------------------------------------------------
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        broker_ok, broker_error = True, None
+        try:
+            async with asyncio.timeout(2):
+                await self.broker.ping()
+        except (BrokerError, TimeoutError) as exc:
+            broker_ok, broker_error = False, redact(str(exc) or "timeout")
+        streams = []
+        ready = broker_ok
+        for stream, runner in zip(self.streams, self.runners):
+            snapshot = stream.snapshot()
+            snapshot["lease"] = runner.snapshot()
+            if not runner.held:
+                # Held elsewhere is fine; held by nobody means the stream is not running at all.
+                snapshot["state"] = "standby"
+                ready = ready and runner.held_by is not None
+            else:
+                ready = ready and stream.status.state is State.SUBSCRIBED
+            streams.append(snapshot)
+        health = self.broker.health()
+        # Buffered events not yet published: other instances' clients and history lag behind.
+        ready = ready and health["state"] != "buffering"
+        # Without the revoked token ids no client can be admitted (1013 until they load).
+        ready = ready and self.revocations.synced
+        body = {
+            "ready": ready,
+            "instance_id": self.leases.instance_id,
+            "broker": {**health, "url": self.broker.display_url, "ok": broker_ok,
+                       "error": broker_error},
+            "streams": streams,
+            "pipeline": {**self.pipeline.counts, "pending": self.pipeline.pending},
+            "clients": self.hub.stats(),
+            "revocations": {"synced": self.revocations.synced,
+                            "revoked": len(self.revocations.ids)},
+            "providers": [p.snapshot() for p in self.providers],
+        }
+        return ready, body
+
+
+class ReloadRefused(Exception):
+    """The service cannot apply a reload now."""
+
+
+def _credentials_digest(account: AntBuddyAccount) -> str:
+    secret = account.app_secret.get_secret_value()
+    password = account.sip_password.get_secret_value() if account.sip_password else ""
+    return hashlib.sha256(f"{secret}\0{password}".encode()).hexdigest()
+
+
+def _broker_options(config: Config) -> dict[str, Any]:
+    """Backend-specific constructor options from ``[broker]``."""
+    url = config.broker.url
+    if url.startswith("memory:"):
+        return {}
+    options: dict[str, Any] = {"prefix": config.broker.prefix,
+                               "max_connections": config.broker.pool_size}
+    if not url.startswith("redis-cluster:"):
+        # The cluster backend watches each node's link instead of probing.
+        options["probe_interval"] = config.broker.probe_interval
+    return options
+
+
+def _register_secrets(config: Config) -> None:
+    # load_config registers these too; a Config built in code (demo, tests) must not leak either.
+    register(config.auth.jwt_secret.get_secret_value())
+    for account in config.antbuddy:
+        register(account.app_secret.get_secret_value())
+        # The x-auth-app-hash header authenticates as well as the secret it is made of, and
+        # an oapi error may echo it.
+        register(app_hash(account.app_id, account.app_secret.get_secret_value()))
+        if account.sip_password is not None:
+            register(account.sip_password.get_secret_value())
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("task %s ended with an error", task.get_name())

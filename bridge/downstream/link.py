@@ -1,0 +1,140 @@
+"""One websocket client's outgoing buffer: bounded in bytes, drained by exactly one writer.
+
+The hub (:mod:`bridge.downstream.hub`) appends each frame for a client here without blocking; the
+connection's writer (:meth:`ClientLink.run`) sends them in order. A frame that would overflow
+the byte limit closes the link with :data:`SLOW_CONSUMER` instead: fan-out cannot wait for one
+slow client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Awaitable, Callable
+
+SLOW_CONSUMER = 4008  # same value as bridge.downstream.protocol.SLOW_CONSUMER
+PEER_GONE = 1006  # close() code meaning "the peer is gone, send no close frame"
+
+
+class ClientLink:
+    """One client's outgoing buffer: frames, their byte count, and a wake-up for its writer.
+
+    Tens of thousands of these live at once, mostly idle, so a link holds no event objects and
+    no empty buffer: the frame deque exists while frames wait, and a waiter's future exists
+    while someone waits.
+    """
+
+    __slots__ = ("max_bytes", "queued_bytes", "close_code", "_frames", "_writer", "_room",
+                 "_finished", "_done", "_on_slow")
+
+    def __init__(self, max_bytes: int, on_slow: Callable[[], None] | None = None) -> None:
+        self.max_bytes = max_bytes
+        #: Called once if the link is closed as a slow consumer, whoever found it slow (the
+        #: fan-out, a blocked send, a stalled replay).
+        self._on_slow = on_slow
+        self.queued_bytes = 0
+        #: Set once, by the first :meth:`close`; the writer stops and the owner closes with it.
+        self.close_code: int | None = None
+        self._frames: deque[tuple[str, int]] | None = None
+        self._writer: asyncio.Future[None] | None = None  # the writer waiting for frames
+        self._room: asyncio.Future[None] | None = None  # producers waiting for room
+        self._finished = False
+        self._done: asyncio.Future[None] | None = None  # waiters for finished()
+
+    def put(self, frame: str, size: int | None = None) -> bool:
+        """Queue ``frame`` (``size`` its UTF-8 length when known). Never blocks.
+
+        Returns False, and closes the link with 4008, when the frame would overflow the buffer.
+        Frames put after :meth:`close` are dropped (and True is returned: nothing to report).
+        """
+        if self.close_code is not None:
+            return True
+        if size is None:
+            size = len(frame.encode())
+        if self.queued_bytes + size > self.max_bytes:
+            self.close(SLOW_CONSUMER)
+            return False
+        if self._frames is None:
+            self._frames = deque()
+        self._frames.append((frame, size))
+        self.queued_bytes += size
+        _wake(self._writer)
+        return True
+
+    def close(self, code: int) -> None:
+        """Ask the writer to stop; the first code wins. Pending frames are dropped."""
+        if self.close_code is None:
+            self.close_code = code
+            if code == SLOW_CONSUMER and self._on_slow is not None:
+                self._on_slow()
+            self._frames = None
+            self.queued_bytes = 0
+            _wake(self._writer)
+            _wake(self._room)
+
+    async def wait_room(self, size: int, timeout: float) -> bool:
+        """Wait until ``size`` more bytes fit; False when the link closed meanwhile.
+
+        A producer that can pace itself (history replay) calls this before :meth:`put`. Waiting
+        longer than ``timeout`` means the client stopped reading: the link is closed with 4008.
+        """
+        while self.close_code is None and self.queued_bytes and (
+            self.queued_bytes + size > self.max_bytes
+        ):
+            if self._room is None or self._room.done():
+                self._room = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._room)
+            except TimeoutError:
+                self.close(SLOW_CONSUMER)
+        return self.close_code is None
+
+    async def run(self, send: Callable[[str], Awaitable[None]], send_timeout: float) -> int:
+        """Drain frames through ``send`` until :meth:`close`; return the close code.
+
+        A single send blocked longer than ``send_timeout`` (the peer stopped reading and the
+        socket buffers are full) closes the link with 4008. Exceptions from ``send`` propagate.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            frames = self._frames
+            while frames and self.close_code is None:
+                frame, size = frames[0]
+                try:
+                    async with asyncio.timeout(send_timeout):
+                        await send(frame)
+                except TimeoutError:
+                    self.close(SLOW_CONSUMER)
+                    break
+                if self.close_code is not None:
+                    break
+                frames.popleft()
+                self.queued_bytes -= size
+                _wake(self._room)
+            if self.close_code is not None:
+                return self.close_code
+            self._frames = frames = None  # drained: an idle link keeps no buffer
+            # Woken by put() or close(); the owner cancels this task when the connection ends.
+            self._writer = loop.create_future()
+            try:
+                await self._writer
+            finally:
+                self._writer = None
+
+    def finished(self) -> None:
+        """Called by the owner once the connection is fully closed."""
+        self._finished = True
+        _wake(self._done)
+
+    async def wait_finished(self) -> None:
+        if self._finished:
+            return
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._done)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
