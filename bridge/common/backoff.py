@@ -1,4 +1,5 @@
-"""Reconnect and retry delays: pure functions, no sleeping here."""
+"""Reconnect and retry delays, and the jitter that spreads timers apart: pure functions, no
+sleeping here. Every random delay in callbridge is drawn here."""
 
 from __future__ import annotations
 
@@ -29,7 +30,14 @@ def backoff(
         ceiling = min(maximum, ceiling * factor)
 
 
-def jittered(value: float, spread: float, rng: random.Random | None = None) -> float:
-    """``value`` moved by a uniform amount in [-spread, +spread] (spread is a fraction)."""
+def jittered(value: float, fraction: float, rng: random.Random | None = None) -> float:
+    """``value`` moved by a uniform amount in [-fraction, +fraction] of itself."""
     rand = rng or random.Random()
-    return value * (1.0 + rand.uniform(-spread, spread))
+    return value * (1.0 + rand.uniform(-fraction, fraction))
+
+
+def spread(low: float, high: float, rng: random.Random | None = None) -> float:
+    """A uniform point in [``low``, ``high``]: for timers that many streams or instances would
+    otherwise fire in the same instant (token refreshes, rotations)."""
+    rand = rng or random.Random()
+    return rand.uniform(low, high)

@@ -14,10 +14,17 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from bridge.common.redact import register
-from bridge.config.providers import ACCOUNT_SECTIONS, Section, min_secret
+from bridge.config.providers import (
+    ACCOUNT_SECTIONS,
+    EPacificAccount,
+    KompaasAccount,
+    QuickomAccount,
+    Section,
+    min_secret,
+)
 
 MASK = "**********"
 _URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/]*@")
@@ -207,9 +214,9 @@ class Config(_Section):
     upstream: UpstreamConfig = UpstreamConfig()
     lease: LeaseConfig = LeaseConfig()
     antbuddy: list[AntBuddyAccount] = []
-    quickom: list[ACCOUNT_SECTIONS["quickom"]] = []  # type: ignore[valid-type]
-    epacific: list[ACCOUNT_SECTIONS["epacific"]] = []  # type: ignore[valid-type]
-    kompaas: list[ACCOUNT_SECTIONS["kompaas"]] = []  # type: ignore[valid-type]
+    quickom: list[QuickomAccount] = []
+    epacific: list[EPacificAccount] = []
+    kompaas: list[KompaasAccount] = []
 
     @model_validator(mode="after")
     def _unique_accounts(self) -> Config:
@@ -240,14 +247,25 @@ class Config(_Section):
 
 
 #: Every key whose value is a secret, in any section: never echoed, always registered.
+_SECRET_MODELS: tuple[type[BaseModel], ...] = (AuthConfig, AntBuddyAccount,
+                                               *ACCOUNT_SECTIONS.values())
 _SECRET_KEYS = frozenset(
-    name for model in (AuthConfig, AntBuddyAccount, *ACCOUNT_SECTIONS.values())
+    name for model in _SECRET_MODELS
     for name, field in model.model_fields.items()
     if field.annotation in (SecretStr, SecretStr | None)
 )
 
 #: Sections written as arrays of tables, one block per provider account.
 _ARRAYS: dict[str, type[Section]] = {"antbuddy": AntBuddyAccount, **ACCOUNT_SECTIONS}
-_SECTIONS: dict[str, type[_Section]] = {
-    name: field.annotation for name, field in Config.model_fields.items() if name not in _ARRAYS
-}
+
+
+def _single_sections() -> dict[str, type[_Section]]:
+    sections: dict[str, type[_Section]] = {}
+    for name, field in Config.model_fields.items():
+        model = field.annotation
+        if name not in _ARRAYS and isinstance(model, type) and issubclass(model, _Section):
+            sections[name] = model
+    return sections
+
+
+_SECTIONS = _single_sections()

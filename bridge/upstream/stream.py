@@ -20,7 +20,7 @@ from typing import Callable
 import httpx
 
 from bridge.common.aio import first_of
-from bridge.common.backoff import backoff
+from bridge.common.backoff import backoff, jittered, spread
 from bridge.upstream.auto import ProbeFailed, probe
 from bridge.upstream.connection import (
     CallSink,
@@ -206,7 +206,7 @@ class UpstreamStream:
     async def _auth_failed(self, error: str) -> None:
         first = self.status.state is not State.AUTH_FAILED
         self._set(State.AUTH_FAILED, error)
-        delay = self.settings.auth_retry * self._rng.uniform(0.9, 1.1)
+        delay = jittered(self.settings.auth_retry, 0.1, self._rng)
         if first:
             log.error("%s: authentication failed: %s; next attempt in %.0fs",
                       self.name, error, delay)
@@ -274,7 +274,7 @@ class UpstreamStream:
         the others move to it one by one, while the old token is still valid for each.
         """
         spare = token.expires_at - token.refresh_at - self.settings.rotation_overlap
-        return self._rng.uniform(0.0, spare / 2) if spare > 0 else 0.0
+        return spread(0.0, spare / 2, self._rng) if spare > 0 else 0.0
 
     async def _wait_dead_or(self, conn: Connection, seconds: float) -> bool:
         """Wait ``seconds``; True when they passed with ``conn`` alive, False if it died first.

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import httpx
 
-from bridge.common.backoff import backoff
+from bridge.common.backoff import backoff, spread
 from bridge.common.redact import redact, register
 from bridge.upstream.expiry import parse_expire
 
@@ -86,9 +86,9 @@ def refresh_point(fetched_at: float, expires_at: float, *, margin: float, jitter
     lifetime = max(0.0, expires_at - fetched_at)
     least = min(margin, lifetime / 4)
     if first:
-        lead = rng.uniform(least, max(least + jitter * lifetime, lifetime / 2))
+        lead = spread(least, max(least + jitter * lifetime, lifetime / 2), rng)
     else:
-        lead = least + rng.uniform(0.0, jitter * lifetime)
+        lead = least + spread(0.0, jitter * lifetime, rng)
     return max(fetched_at, expires_at - lead)
 
 
