@@ -10,8 +10,10 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Protocol
 
 from bridge import __version__
+from bridge.config.model import Config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _load(path: str | None):  # type: ignore[no-untyped-def]
+def _load(path: str | None) -> Config:
     from bridge.config.load import ConfigError, load_config
 
     try:
@@ -124,7 +126,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _api_token(args: argparse.Namespace) -> int:
-    from bridge.api.security import mint_api
+    from bridge.auth.tokens import mint_api
 
     config = _load(args.config)
     try:
@@ -149,7 +151,11 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _stop_on_signals(servers: list, stop: asyncio.Event) -> None:  # type: ignore[type-arg]
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+def _stop_on_signals(servers: Sequence[_Stoppable], stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
 
     def handler() -> None:

@@ -63,7 +63,7 @@ def test_demo_prints_url_token_and_events():
 
 
 def test_api_token_mints_a_scoped_token():
-    from bridge.api.security import verify_api
+    from bridge.auth.tokens import verify_api
 
     result = run("api-token", "--sub", "crm-7", "--scopes", "calls:read", "calls:dial",
                  "--tenants", "acme", env={"CALLBRIDGE__AUTH__JWT_SECRET": SECRET})

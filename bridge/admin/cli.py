@@ -19,6 +19,9 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from bridge.auth.tokens import mint_api
+from bridge.config.load import ConfigError, load_config
+
 TOKEN_ENV = "CALLBRIDGE_ADMIN_TOKEN"
 URL_ENV = "CALLBRIDGE_ADMIN_URL"
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -91,16 +94,12 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
         if args.config is None:
             raise _Usage(f"no token: pass --token, set {TOKEN_ENV}, or pass --config to mint "
                          "one")
-        from bridge.config.load import ConfigError, load_config
-
         try:
             config = load_config(args.config, os.environ)
         except ConfigError as exc:
             raise _Usage(f"configuration error:\n{exc}") from None
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
-        from bridge.api.security import mint_api
-
         assert config is not None
         token = mint_api(config.auth.jwt_secret.get_secret_value(), sub="callbridge-admin-cli",
                          scopes=["admin"], ttl=MINTED_TTL)

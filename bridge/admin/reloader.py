@@ -13,14 +13,11 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from bridge.config.changes import Changes
 from bridge.config.load import ConfigError, load_config
 from bridge.config.model import Config
-
-if TYPE_CHECKING:
-    from bridge.core.service import Service
+from bridge.core.service import ReloadRefused, Service
 
 log = logging.getLogger("bridge.reload")
 
@@ -59,8 +56,6 @@ class Reloader:
 
     async def reload(self) -> Changes:
         """Read, validate and apply the file; raises :class:`ReloadError` when nothing was."""
-        from bridge.core.service import ReloadRefused
-
         if self._load is None:
             raise ReloadError("unavailable", "this instance was not started from a "
                               "configuration file: there is nothing to reload")

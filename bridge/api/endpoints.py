@@ -8,19 +8,7 @@ from typing import Any, Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-
-@dataclass(frozen=True)
-class Principal:
-    """Who called: the API token's subject, scopes and the tenants it may act for."""
-
-    sub: str
-    scopes: frozenset[str]
-    tenants: tuple[str, ...]
-
-    def may_act_for(self, tenant: str) -> bool:
-        from bridge.events.channels import granted
-
-        return granted(tenant, self.tenants)
+from bridge.auth.tokens import Principal
 
 
 class ApiError(Exception):

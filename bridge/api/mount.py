@@ -25,13 +25,13 @@ class ApiMount:
         self.endpoints = endpoints
         self._secret = jwt_secret
         self._leeway = leeway
-        self._mounted: list[BaseRoute] = []
+        self._mounted: Sequence[BaseRoute] = ()
 
     def mount(self, endpoints: Sequence[Endpoint]) -> None:
         """Serve exactly ``endpoints``. Raises ValueError (nothing changed) when two of them
         claim one method and path for one tenant."""
         routes = api_routes(endpoints, jwt_secret=self._secret, leeway=self._leeway)
         old = {id(r) for r in self._mounted}
-        self._routes[:] = [r for r in self._routes if id(r) not in old] + routes
+        self._routes[:] = [*(r for r in self._routes if id(r) not in old), *routes]
         self._mounted = routes
         self.endpoints[:] = endpoints

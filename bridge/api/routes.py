@@ -1,14 +1,15 @@
 """Turn declared :class:`~bridge.api.endpoints.Endpoint` s into Starlette routes and OpenAPI.
 
-Each route checks the API token and scope before its handler runs, turns :class:`ApiError`
-into a JSON error body (``{"error": {"code", "message"}}``), and never lets an unexpected
-exception's text (which may echo an upstream token) reach the caller.
+Each route checks the API token and scope before its handler runs, answers a refused token
+with 401 (:func:`refusal`), turns :class:`ApiError` into a JSON error body
+(``{"error": {"code", "message"}}``), and never lets an unexpected exception's text (which may
+echo an upstream token) reach the caller.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,7 +17,7 @@ from starlette.routing import Route
 
 from bridge import __version__
 from bridge.api.endpoints import ApiError, Endpoint
-from bridge.api.security import verify_api
+from bridge.auth.tokens import AuthError, verify_api
 from bridge.common.redact import redact
 
 log = logging.getLogger("bridge.api")
@@ -26,6 +27,21 @@ _ERROR_SCHEMA = {
     "properties": {"error": {"type": "object", "properties": {
         "code": {"type": "string"}, "message": {"type": "string"}}}},
 }
+
+
+#: The 401 answer to each :attr:`AuthError.reason`; any other reason gets :data:`_INVALID`.
+_REFUSALS = {
+    "missing": ("unauthenticated", "an Authorization: Bearer <api token> is required"),
+    "expired": ("token_expired", "the API token has expired"),
+    "malformed_claims": ("invalid_token", "the API token's claims are malformed"),
+}
+_INVALID = ("invalid_token", "the API token is not valid")
+
+
+def refusal(exc: AuthError) -> ApiError:
+    """The 401 answer to an API token refused by :func:`~bridge.auth.tokens.verify_api`."""
+    code, message = _REFUSALS.get(exc.reason, _INVALID)
+    return ApiError(401, code, message)
 
 
 def error_response(exc: ApiError) -> JSONResponse:
@@ -56,7 +72,8 @@ def _select(by_tenant: dict[str | None, Endpoint], request: Request) -> Endpoint
     return endpoint
 
 
-def _wrap(by_tenant: dict[str | None, Endpoint], secret: str, leeway: float):  # type: ignore[no-untyped-def]
+def _wrap(by_tenant: dict[str | None, Endpoint], secret: str,
+          leeway: float) -> Callable[[Request], Awaitable[Response]]:
     first = next(iter(by_tenant.values()))
 
     async def route(request: Request) -> Response:
@@ -64,8 +81,11 @@ def _wrap(by_tenant: dict[str | None, Endpoint], secret: str, leeway: float):  #
         try:
             principal = None
             if first.scope is not None:
-                principal = verify_api(secret, request.headers.get("authorization"),
-                                       leeway=leeway)
+                try:
+                    principal = verify_api(secret, request.headers.get("authorization"),
+                                           leeway=leeway)
+                except AuthError as exc:
+                    raise refusal(exc) from None
                 if first.scope not in principal.scopes and "admin" not in principal.scopes:
                     raise ApiError(403, "forbidden",
                                    f"the API token lacks the {first.scope!r} scope")

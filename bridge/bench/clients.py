@@ -135,7 +135,8 @@ class Workers:
 def start_workers(plan: Plan, workers: int, *, timeout: float = 120) -> tuple[Workers, Stats]:
     """Split ``plan.subscriptions`` over ``workers`` processes; wait until all are connected."""
     ctx = mp.get_context("spawn")
-    procs, pipes = [], []
+    procs: list[mp.process.BaseProcess] = []
+    pipes: list[Connection] = []
     n = max(1, min(workers, len(plan.subscriptions)))
     for i in range(n):
         part = Plan(**{**plan.__dict__, "subscriptions": plan.subscriptions[i::n]})
@@ -241,12 +242,13 @@ async def _handshake(plan: Plan, ws: ClientConnection, subs: list[str]) -> float
         idle = float(welcome.get("idle_timeout") or 0)
         return idle / 3 if idle > 0 else None  # only an idle timeout asks clients to ping
     if plan.protocol == "peer":
-        opening = await ws.recv()
+        # Engine.IO packets come as text frames.
+        opening = await ws.recv(decode=True)
         if not opening.startswith("0"):
             raise RuntimeError("not an Engine.IO open packet")
         await ws.send("40" + orjson.dumps({"rooms": subs}).decode())
         while True:
-            packet = await ws.recv()
+            packet = await ws.recv(decode=True)
             if packet == "2":
                 await ws.send("3")
             elif packet.startswith("40"):
@@ -266,7 +268,7 @@ async def _receive(protocol: str, ws: ClientConnection, stats: Stats,
                 frame = await ws.recv(decode=False)
         except TimeoutError:
             frame = b""
-        if next_ping is not None and loop.time() >= next_ping:
+        if keepalive and next_ping is not None and loop.time() >= next_ping:
             # callbridge closes a connection that sends nothing for its idle timeout.
             await ws.send('{"type":"ping"}')
             next_ping = loop.time() + keepalive

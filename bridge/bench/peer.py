@@ -12,10 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+from functools import partial
 from typing import Any
 
 import socketio
 import uvicorn
+
+
+async def join_rooms(sio: Any, sid: str, environ: dict[str, Any], auth: Any) -> None:
+    """The connect handler: ``sid`` joins the rooms its auth object names."""
+    for room in (auth or {}).get("rooms", []):
+        await sio.enter_room(sid, room)
 
 
 def build(redis_url: str, channel: str) -> Any:
@@ -23,12 +30,7 @@ def build(redis_url: str, channel: str) -> Any:
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager,
                                cors_allowed_origins="*", logger=False, engineio_logger=False,
                                http_compression=False, compression_threshold=2**30)
-
-    @sio.event
-    async def connect(sid: str, environ: dict, auth: Any) -> None:
-        for room in (auth or {}).get("rooms", []):
-            await sio.enter_room(sid, room)
-
+    sio.on("connect", partial(join_rooms, sio))
     return socketio.ASGIApp(sio)
 
 

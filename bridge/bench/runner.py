@@ -11,9 +11,11 @@ import importlib
 import shlex
 import statistics
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from bridge.bench import common, report
+from bridge.bench.chaos.run import main as chaos_main
 from bridge.bench.targets import TARGETS
 
 SCENARIOS = ("callcenter", "chaos", "firehose", "idle", "upstream")
@@ -21,9 +23,24 @@ SCENARIOS = ("callcenter", "chaos", "firehose", "idle", "upstream")
 CALLBRIDGE_ONLY = {"callcenter", "upstream"}
 
 
-def _module(name: str):  # type: ignore[no-untyped-def]
+class Scenario(Protocol):
+    """What a scenario module (``bridge.bench.<name>``) provides."""
+
+    #: The result fields the printed table shows.
+    HEADLINE: list[str]
+    #: The run's parameters from the command-line options (``--smoke`` first); each scenario
+    #: takes its own options.
+    params: Callable[..., dict[str, Any]]
+
+    def run_once(self, target: str, p: dict[str, Any], opts: common.Options) -> dict[str, Any]:
+        """One run against ``target``: its result fields."""
+
+
+def _module(name: str) -> Scenario:
     # Imported on use: python-socketio (the bench extra) is only needed when a bench runs.
-    return importlib.import_module(f"bridge.bench.{name}")
+    # Imported by name, so mypy cannot check the module against Scenario; the smoke tests
+    # run every one.
+    return cast(Scenario, importlib.import_module(f"bridge.bench.{name}"))
 
 
 def add_arguments(bench: argparse.ArgumentParser) -> None:
@@ -58,15 +75,14 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
 
 def scenario_params(args: argparse.Namespace) -> dict[str, Any]:
     name = args.scenario
-    firehose, idle, callcenter, upstream = (
-        _module(n) for n in ("firehose", "idle", "callcenter", "upstream"))
+    scenario = _module(name)
     if name == "firehose":
-        return firehose.params(args.smoke, args.clients, args.events)
+        return scenario.params(args.smoke, args.clients, args.events)
     if name == "idle":
-        return idle.params(args.smoke, args.clients, args.duration)
+        return scenario.params(args.smoke, args.clients, args.duration)
     if name == "callcenter":
-        return callcenter.params(args.smoke, args.clients, args.rate, args.duration)
-    return upstream.params(args.smoke, args.streams, args.token_lifetime, args.duration,
+        return scenario.params(args.smoke, args.clients, args.rate, args.duration)
+    return scenario.params(args.smoke, args.streams, args.token_lifetime, args.duration,
                            args.apps)
 
 
@@ -111,8 +127,6 @@ def ratios(scenario: str, per_target: dict[str, list[dict[str, Any]]]) -> dict[s
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
     if args.scenario == "chaos":
-        from bridge.bench.chaos.run import main as chaos_main
-
         return chaos_main(args, argv)
     data = run(args, argv)
     print(report.table(data))

@@ -21,6 +21,8 @@ from typing import Any, Iterator
 
 import tomli_w
 
+from bridge.common import redact
+
 TARGETS = ("callbridge", "ceiling", "peer")
 _READY = re.compile(r"(?:serving on|listening on) (\S+)")
 
@@ -121,8 +123,6 @@ def _wait_ready(proc: subprocess.Popen[str], timeout: float) -> str:
 
 def new_secret() -> str:
     """A JWT secret for one run, registered with the log redactor."""
-    from bridge.common import redact
-
     secret = secrets.token_urlsafe(32)
     redact.register(secret)
     return secret

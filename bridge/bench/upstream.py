@@ -47,13 +47,10 @@ async def _run(p: dict[str, Any], opts: common.Options, prefix: str) -> dict[str
     issued: list[tuple[float, str]] = []
     async with bridge_on_simulator(settings, broker_url=opts.redis_url, prefix=prefix,
                                    ready_timeout=300) as (sim, t, ready_s):
-        pass_through = sim.tokens.issue
-
-        def recording(app_id: str) -> tuple[str, float]:
+        def recording(app_id: str, token: str) -> None:
             issued.append((time.monotonic(), app_id))
-            return pass_through(app_id)
 
-        sim.tokens.issue = recording  # type: ignore[method-assign]
+        sim.tokens.on_issue.append(recording)
         cpu0, t0 = proc.cpu_seconds(t.pid), time.monotonic()
         await asyncio.sleep(p["duration"])
         cpu, elapsed = proc.cpu_seconds(t.pid) - cpu0, time.monotonic() - t0

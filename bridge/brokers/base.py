@@ -1,6 +1,6 @@
 """The broker contract: publish events to channels, keep their history, feed local subscribers.
 
-A broker is chosen by URL scheme (:func:`bridge.brokers.from_url`). Every backend passes the same
+A broker is chosen by URL scheme (:func:`bridge.core.backends.from_url`). Every backend passes the same
 contract suite (tests/brokers/test_contract.py).
 
 Delivery to this process: the broker calls the one handler set with :meth:`Broker.set_handler`

@@ -101,7 +101,7 @@ class LeaseStore:
 
     async def holder(self, stream: str) -> str | None:
         """The instance id holding ``stream``, or None."""
-        value = await self._call("read", self._client.get(self.key(stream)))
+        value: bytes | None = await self._call("read", self._client.get(self.key(stream)))
         if value is None:
             return None
         return value.decode().rpartition(":")[0]

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from bridge.brokers.base import BrokerError
@@ -70,7 +70,7 @@ class LeasedRunner:
     """
 
     def __init__(self, store: LeaseStore | LocalLeases, stream: str,
-                 start: Callable[[], Awaitable[None]], *,
+                 start: Callable[[], Coroutine[Any, Any, None]], *,
                  until_live: Callable[[], Awaitable[None]] | None = None,
                  notices: LeaseNotices | LocalNotices | None = None,
                  rng: random.Random | None = None) -> None:

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from bridge.common.redact import redact
 from bridge.redisconn.clients import pubsub_client
-from bridge.redisconn.listener import ChannelListener
+from bridge.redisconn.keeper import Keeper
 
 log = logging.getLogger("bridge.cluster.leases")
 
@@ -89,8 +89,9 @@ class LeaseNotices:
         self._timeout = timeout
         self._handlers: list[Handler] = []
         # While it listens, this instance counts among a notice's receivers.
-        self._listener = ChannelListener(self._client, self.channel, self._dispatch,
-                                         what="lease notices", timeout=timeout)
+        self._keeper = Keeper(self._client, name="lease notices", timeout=timeout,
+                              channels=[self.channel.encode()], on_message=self._dispatch,
+                              logger=log)
 
     def on_notice(self, handler: Handler) -> None:
         """Call ``handler(notice)`` on the event loop for every other instance's notice; it
@@ -99,10 +100,11 @@ class LeaseNotices:
 
     async def start(self) -> None:
         """Start listening; return once it listens (or after the timeout, still retrying)."""
-        await self._listener.start()
+        self._keeper.run()
+        await self._keeper.wait_connected(self._timeout)
 
     async def close(self) -> None:
-        await self._listener.close()
+        await self._keeper.close()
         await self._client.aclose()
 
     async def publish(self, kind: str, streams: Sequence[str]) -> int:
@@ -115,12 +117,12 @@ class LeaseNotices:
                                  self._sender)
                 async with asyncio.timeout(self._timeout):
                     receivers = await self._client.publish(self.channel, message)
-                heard = max(heard, int(receivers) - (1 if self._listener.listening.is_set() else 0))
+                heard = max(heard, int(receivers) - (1 if self._keeper.connected.is_set() else 0))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("lease notice %r not sent: %s", kind, redact(str(exc) or repr(exc)))
         return max(heard, 0)
 
-    def _dispatch(self, data: bytes) -> None:
+    def _dispatch(self, _channel: bytes, data: bytes) -> None:
         notice = decode(data)
         if notice is None or notice.sender == self._sender:
             return

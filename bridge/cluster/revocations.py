@@ -15,7 +15,7 @@ are closed at once.
 - :class:`MemoryRevocations`: one process; always in sync.
 - :class:`RedisRevocations`: the revoked ids live in Redis (:mod:`bridge.cluster.revocation_wire`); a
   notice on ``<prefix>control:revoked`` tells every instance at once. Notices sent while an
-  instance's listener was away are lost, so after every subscribe (at start and after each lost
+  instance's subscription was away are lost, so after every subscribe (at start and after each lost
   connection) the instance reads the whole list again and merges it into its copy (one owned
   task, retried with backoff until it succeeds). Until the first read succeeds the instance
   has no copy: :meth:`~Revocations.is_revoked` raises :class:`NotSynced` and connections are
@@ -35,7 +35,7 @@ from bridge.cluster import revocation_wire as wire
 from bridge.common.backoff import backoff
 from bridge.common.redact import redact
 from bridge.redisconn.clients import command_client, pubsub_client
-from bridge.redisconn.listener import ChannelListener
+from bridge.redisconn.keeper import Keeper
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,11 @@ class RedisRevocations(Revocations):
         self._sub = pubsub_client(url, timeout=timeout)
         self._keys = wire.Keys(prefix)
         self._timeout = timeout
-        self._listener = ChannelListener(self._sub, self._keys.channel, self._heard,
-                                         what="revocations", timeout=timeout,
-                                         on_listening=self._resync_soon)
+        # After every confirmed subscribe (the first, and each after a lost connection) the
+        # list is read again: anything revoked from then on is heard, so nothing is missed.
+        self._keeper = Keeper(self._sub, name="revocations", timeout=timeout,
+                              channels=[self._keys.channel.encode()], on_message=self._heard,
+                              on_subscribed=self._resync_soon, logger=log)
         self._resync: asyncio.Task[None] | None = None
         #: Set when a subscribe happened while a resync ran: it runs once more after.
         self._resync_again = False
@@ -173,13 +175,14 @@ class RedisRevocations(Revocations):
     async def start(self) -> None:
         """Start listening; return once the revoked ids are loaded, or after ``timeout``
         (still retrying: until then :meth:`is_revoked` raises :class:`NotSynced`)."""
-        await self._listener.start()
+        self._keeper.run()
+        await self._keeper.wait_connected(self._timeout)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._timeout):
                 await self._synced_event.wait()
 
     async def close(self) -> None:
-        await self._listener.close()
+        await self._keeper.close()
         if self._resync is not None:
             self._resync.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -200,15 +203,15 @@ class RedisRevocations(Revocations):
         # for the round trip.
         self._learn(token_id, until)
 
-    def _heard(self, payload: bytes) -> None:
+    def _heard(self, _channel: bytes, payload: bytes) -> None:
         parsed = wire.parse_notice(payload, time.time())
         if parsed is None:
             log.warning("revocations: ignored a malformed notice (%d bytes)", len(payload))
             return
         self._learn(*parsed)
 
-    def _resync_soon(self) -> None:
-        """The listener subscribed: load the list in the owned task, at most one run at a time
+    def _resync_soon(self, _channel: bytes) -> None:
+        """The channel is subscribed: load the list in the owned task, at most one run at a time
         (a subscribe during a run asks for one more run after it)."""
         if self._resync is not None and not self._resync.done():
             self._resync_again = True

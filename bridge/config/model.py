@@ -25,6 +25,7 @@ from bridge.config.providers import (
     Section,
     min_secret,
 )
+from bridge.redisconn.url import parse_cluster_url
 
 MASK = "**********"
 _URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/]*@")
@@ -99,9 +100,7 @@ class BrokerConfig(_Section):
     def _scheme(cls, url: str) -> str:
         scheme = url.partition("://")[0]
         if scheme == "redis-cluster":
-            from bridge.brokers.redis.cluster import parse_url
-
-            _, _, password = parse_url(url)
+            _, _, password = parse_cluster_url(url)
             register(password)
             return url
         parts = urlsplit(url)

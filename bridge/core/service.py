@@ -11,15 +11,16 @@ pipeline is drained into the broker and the outage buffer flushed, clients are c
 added blocks start, removed ones stop (their leases released), changed ones restart, unchanged
 ones are not touched (:mod:`bridge.config.changes`).
 
-Each upstream stream runs only while this instance holds its lease (:mod:`bridge.cluster.leases`); the
-broker is wrapped in :class:`bridge.brokers.resilient.ResilientBroker` so a broker outage never
-stops the streams nor local delivery.
+Each upstream stream (built by :mod:`bridge.core.streams`) runs only while this instance holds
+its lease (:mod:`bridge.cluster.leases`); the broker and the shared state come from
+:mod:`bridge.core.backends`, the broker wrapped in
+:class:`bridge.brokers.resilient.ResilientBroker` so a broker outage never stops the streams nor
+local delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from contextlib import AsyncExitStack
@@ -27,65 +28,38 @@ from typing import Any
 
 import httpx
 
-from bridge.brokers import Broker, BrokerError, from_url
+from bridge.brokers.base import Broker, BrokerError
 from bridge.brokers.resilient import ResilientBroker
-from bridge.cluster.cursors import CursorStore, MemoryCursors, RedisCursors
+from bridge.cluster.cursors import CursorStore
 from bridge.cluster.leases import LeasedRunner, LeaseStore, LocalLeases, hand_over
 from bridge.cluster.notices import RELEASED, LeaseNotices, LocalNotices, Notice
-from bridge.cluster.revocations import MemoryRevocations, RedisRevocations, Revocations
+from bridge.cluster.revocations import Revocations
 from bridge.common.redact import redact, register
 from bridge.config.changes import Changes, block_name, diff
 from bridge.config.model import AntBuddyAccount, Config
+from bridge.core.backends import broker_for, coordination_for
 from bridge.core.pipeline import Pipeline
+from bridge.core.streams import StreamFactory
 from bridge.downstream.hub import Hub
-from bridge.events.event import Event, EventType
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.registry import build_providers, rebuild_providers
-from bridge.upstream.normalize import normalize_kazoo
-from bridge.upstream.stream import State, StreamSettings, UpstreamStream
-from bridge.upstream.tokens import TokenManager, app_hash
+from bridge.upstream.stream import State, UpstreamStream
+from bridge.upstream.tokens import app_hash
 
 log = logging.getLogger("bridge.core.service")
-
-
-def system_notice(tenant: str, account: str, kind: str, message: str, stream: str) -> Event:
-    """A ``system.notice`` event about one upstream link, published on ``system:<tenant>``."""
-    now = time.time()
-    digest = hashlib.sha256(f"{tenant}|{account}|{kind}|{now!r}".encode()).hexdigest()[:26]
-    occurred = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-    return Event(
-        id=f"sys-{digest}", type=EventType.SYSTEM, provider="callbridge", tenant=tenant,
-        account=account, occurred_at=occurred,
-        detail={"kind": kind, "stream": stream, "message": redact(message)},
-    )
 
 
 class Service:
     def __init__(self, config: Config, *, broker: Broker | None = None) -> None:
         self.config = config
         _register_secrets(config)
-        local = config.broker.url.startswith("memory:")
-        inner = broker or from_url(
-            config.broker.url,
-            **_broker_options(config),
-            history_length=config.broker.history_length,
-            dedup_window=config.broker.dedup_window,
-        )
-        self.broker = ResilientBroker(inner, buffer_events=config.broker.buffer_events)
-        self.leases: LeaseStore | LocalLeases = (
-            LocalLeases(config.lease.instance_id, config.lease.ttl) if local
-            else LeaseStore(config.broker.url, prefix=config.broker.prefix,
-                            ttl=config.lease.ttl, instance_id=config.lease.instance_id))
-        self.notices: LeaseNotices | LocalNotices = (
-            LocalNotices() if local
-            else LeaseNotices(config.broker.url, prefix=config.broker.prefix,
-                              instance_id=self.leases.instance_id))
-        self.revocations: Revocations = (
-            MemoryRevocations() if local
-            else RedisRevocations(config.broker.url, prefix=config.broker.prefix))
-        self.cursors: CursorStore = (
-            MemoryCursors() if local
-            else RedisCursors(config.broker.url, prefix=config.broker.prefix))
+        self.broker = ResilientBroker(broker or broker_for(config),
+                                      buffer_events=config.broker.buffer_events)
+        shared = coordination_for(config)
+        self.leases: LeaseStore | LocalLeases = shared.leases
+        self.notices: LeaseNotices | LocalNotices = shared.notices
+        self.revocations: Revocations = shared.revocations
+        self.cursors: CursorStore = shared.cursors
         self.providers: list[Provider] = []
         self.hub = Hub(self.broker, client_queue_bytes=config.server.client_queue_bytes)
         self.pipeline = Pipeline(self.broker)
@@ -97,7 +71,7 @@ class Service:
         self._deadline: float | None = None
         self._reload_lock = asyncio.Lock()
         self._context: ProviderContext | None = None
-        self._tokens: dict[tuple[str, str, str | None, str], TokenManager] = {}
+        self._factory: StreamFactory | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
         self.started_at = time.time()
@@ -123,7 +97,7 @@ class Service:
                                  headers={"user-agent": "callbridge"},
                                  limits=httpx.Limits(keepalive_expiry=2.0))
         self._stack.push_async_callback(http.aclose)
-        self._http = http
+        self._factory = StreamFactory(up, http, self.pipeline, self.leases, self.notices)
         self.broker.set_handler(self.hub.on_message)
         await self.broker.start()
         self._stack.push_async_callback(self.broker.close)
@@ -132,7 +106,7 @@ class Service:
         self._stack.push_async_callback(self.revocations.close)
         self._spawn(self.pipeline.run(), "pipeline")
         for account in self.config.antbuddy:
-            self._start_stream(*self._new_stream(account))
+            self._start_stream(account)
         # Listening only now: an instance that hears a release notice has its runners.
         self.notices.on_notice(self._on_lease_notice)
         self._stack.push_async_callback(self.notices.close)
@@ -157,56 +131,9 @@ class Service:
             self._tasks.remove(task)
         await _cancel(tasks)
 
-    def _token_manager(self, account: AntBuddyAccount) -> TokenManager:
-        # Streams sharing credentials share one token (and one refresh schedule). The digest
-        # keeps a reloaded block with a new secret off the manager holding the old one.
-        key = (account.oapi_url, account.app_id, account.sip_user, _credentials_digest(account))
-        manager = self._tokens.get(key)
-        if manager is None:
-            up = self.config.upstream
-            manager = self._tokens[key] = TokenManager(
-                oapi_url=account.oapi_url, app_id=account.app_id,
-                app_secret=account.app_secret.get_secret_value(), http=self._http,
-                sip_user=account.sip_user,
-                sip_password=account.sip_password.get_secret_value()
-                if account.sip_password else None,
-                margin=up.refresh_margin, jitter=up.refresh_jitter,
-                request_timeout=up.request_timeout, default_lifetime=up.default_lifetime,
-                retry_initial=up.reconnect_initial, retry_max=up.reconnect_max,
-                unavailable_after=up.token_unavailable_after,
-            )
-        return manager
-
-    def _new_stream(self, account: AntBuddyAccount) -> tuple[UpstreamStream, LeasedRunner]:
-        up = self.config.upstream
-        settings = StreamSettings(
-            tenant=account.tenant, account_id=account.account_id, ws_url=account.ws_url,
-            dialect=account.dialect, bindings=tuple(account.bindings),
-            reconnect_initial=up.reconnect_initial, reconnect_max=up.reconnect_max,
-            auth_retry=up.auth_retry, connect_timeout=up.connect_timeout,
-        )
-        tenant, acct, raw = account.tenant, account.account_id, account.raw_payload
-        pipeline = self.pipeline
-
-        def on_call(name: str, payload: dict) -> None:
-            try:
-                event = normalize_kazoo(name, payload, tenant=tenant, account=acct,
-                                        include_raw=raw, received_at=time.time())
-            except ValueError as exc:
-                log.warning("%s: event %r not normalized: %s", settings.name, name, exc)
-                return
-            pipeline.submit(event)
-
-        def on_notice(stream: str, kind: str, message: str) -> None:
-            pipeline.submit(system_notice(tenant, acct, kind, message, stream))
-
-        stream = UpstreamStream(settings, self._token_manager(account), self._http,
-                                on_call=on_call, on_notice=on_notice)
-        return stream, LeasedRunner(self.leases, settings.name, stream.run,
-                                    until_live=stream.wait_subscribed,
-                                    notices=self.notices)
-
-    def _start_stream(self, stream: UpstreamStream, runner: LeasedRunner) -> None:
+    def _start_stream(self, account: AntBuddyAccount) -> None:
+        assert self._factory is not None, "streams start once the service has started"
+        stream, runner = self._factory.build(account)
         self.streams.append(stream)
         self.runners.append(runner)
         self._spawn(runner.run(), f"lease {stream.name}")
@@ -255,10 +182,10 @@ class Service:
                 self.streams.append(running[name][0])
                 self.runners.append(running[name][1])
             else:
-                self._start_stream(*self._new_stream(account))
+                self._start_stream(account)
                 log.info("reload: stream %s started", name)
-        in_use = {id(s.tokens) for s in self.streams}
-        self._tokens = {k: m for k, m in self._tokens.items() if id(m) in in_use}
+        assert self._factory is not None
+        self._factory.keep_tokens_of(self.streams)
         providers = rebuild_providers(config, context, self.providers, streams=self.streams)
         for old in self.providers:
             if all(old is not p for p in providers):
@@ -374,25 +301,6 @@ class Service:
 
 class ReloadRefused(Exception):
     """The service cannot apply a reload now."""
-
-
-def _credentials_digest(account: AntBuddyAccount) -> str:
-    secret = account.app_secret.get_secret_value()
-    password = account.sip_password.get_secret_value() if account.sip_password else ""
-    return hashlib.sha256(f"{secret}\0{password}".encode()).hexdigest()
-
-
-def _broker_options(config: Config) -> dict[str, Any]:
-    """Backend-specific constructor options from ``[broker]``."""
-    url = config.broker.url
-    if url.startswith("memory:"):
-        return {}
-    options: dict[str, Any] = {"prefix": config.broker.prefix,
-                               "max_connections": config.broker.pool_size}
-    if not url.startswith("redis-cluster:"):
-        # The cluster backend watches each node's link instead of probing.
-        options["probe_interval"] = config.broker.probe_interval
-    return options
 
 
 def _register_secrets(config: Config) -> None:

@@ -8,31 +8,24 @@ shared heartbeat timer. Whatever closes the link first decides the close code; t
 cancelled, the client's channels are released, and the close frame is sent. Every reply goes
 through the link, so replies and events keep their order.
 
-The per-connection work is in :mod:`bridge.downstream.session`; this module holds the
-settings and the state shared by one route's connections.
+The per-connection work is in :mod:`bridge.downstream.session`, the settings and the state
+shared by one route's connections in :mod:`bridge.downstream.route`; this module builds them.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from typing import Iterable
 
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from bridge.auth.tokens import Grant
 from bridge.cluster.revocations import Revocations
 from bridge.common.redact import register
-from bridge.downstream import protocol as p
 from bridge.downstream.admission import ConnectionCounter, OriginPolicy
-from bridge.downstream.heartbeat import Heartbeats
-from bridge.downstream.hub import ClientLink, Hub
+from bridge.downstream.hub import Hub
+from bridge.downstream.route import Route, Settings
 from bridge.downstream.session import Session
-from bridge.downstream.tally import Tally
-
-log = logging.getLogger(__name__)
 
 #: Channels one connection may hold at once (a subscribe beyond it gets too_many_channels).
 MAX_CHANNELS = 100
@@ -40,72 +33,6 @@ MAX_CHANNELS = 100
 SEND_TIMEOUT = 30.0
 #: Seconds a connection may outlive its token's ``exp`` (time to renew) before 4003.
 EXPIRY_GRACE = 10.0
-@dataclass(frozen=True, slots=True)
-class Settings:
-    jwt_secret: str
-    leeway: float
-    auth_timeout: float
-    max_message_bytes: int
-    heartbeat: float
-    max_channels: int
-    send_timeout: float
-    expiry_grace: float
-    idle_timeout: float
-    history_max_age: float | None
-    broker_timeout: float
-
-
-class Route:
-    """State shared by the connections of one route: admission, open links by token id, and
-    authenticated sessions by session id (what the admin API lists and disconnects).
-
-    The session registry costs one dict entry per connection: the :class:`Session` itself
-    already holds everything listed (subject, token id, channels, address, start time).
-    """
-
-    def __init__(self, hub: Hub, settings: Settings, origins: OriginPolicy,
-                 counter: ConnectionCounter, revocations: Revocations | None) -> None:
-        self.hub = hub
-        self.cfg = settings
-        self.origins = origins
-        self.counter = counter
-        self.revocations = revocations
-        self.heartbeats = Heartbeats(settings.heartbeat) if settings.heartbeat > 0 else None
-        #: Connections accepted and closed, for the periodic log summary.
-        self.tally = Tally()
-        self.by_token: dict[str, set[ClientLink]] = {}
-        self.sessions: dict[str, Session] = {}
-        if revocations is not None:
-            revocations.on_revoke(self.revoked)
-
-    def revoked(self, token_id: str) -> None:
-        for link in list(self.by_token.get(token_id, ())):
-            link.close(p.TOKEN_REVOKED)
-
-    def track(self, link: ClientLink, old: str | None, new: str | None) -> None:
-        if old is not None and (links := self.by_token.get(old)) is not None:
-            links.discard(link)
-            if not links:
-                del self.by_token[old]
-        if new is not None:
-            self.by_token.setdefault(new, set()).add(link)
-
-    def disconnect(self, session_id: str) -> bool:
-        """Close one authenticated session with 4010; False when it is not on this route."""
-        session = self.sessions.get(session_id)
-        if session is None or session.link is None:
-            return False
-        session.link.close(p.DISCONNECTED)
-        return True
-
-    def is_revoked(self, grant: Grant) -> bool:
-        """From the instance's copy of the revoked ids: no I/O, so a storm of connections
-        costs the revocation store nothing. Raises :class:`~bridge.cluster.revocations.NotSynced` while
-        this instance has no copy yet (it never fails open, nor locks out a client it can
-        decide on)."""
-        if self.revocations is None or grant.token_id is None:
-            return False
-        return self.revocations.is_revoked(grant.token_id)
 
 
 def ws_route(

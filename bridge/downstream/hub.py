@@ -1,9 +1,9 @@
 """Local fan-out: broker messages to the websocket clients of this process.
 
 The hub is the broker's message handler. For each message it looks up the channel's clients and
-appends the frame to each client's :class:`~bridge.downstream.link.ClientLink`, a buffer bounded in bytes.
-The frame is decoded to text once per message and that one ``str`` is shared by every client:
-nothing is re-encoded per client. Each link is drained by exactly one writer task
+appends the frame to each client's :class:`~bridge.downstream.link.ClientLink`, a buffer
+bounded in bytes. The frame is decoded to text once per message and that one ``str`` is shared
+by every client: nothing is re-encoded per client. Each link is drained by exactly one writer task
 (:meth:`ClientLink.run`), owned by the connection that owns the link; there is no task per
 message.
 

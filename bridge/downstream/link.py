@@ -107,8 +107,10 @@ class ClientLink:
                 except TimeoutError:
                     self.close(SLOW_CONSUMER)
                     break
+                # close() may have run during the send (revocation, the fan-out finding the
+                # link full): it dropped the frames and zeroed the byte count already.
                 if self.close_code is not None:
-                    break
+                    break  # type: ignore[unreachable]  # mypy keeps the narrowing across await
                 frames.popleft()
                 self.queued_bytes -= size
                 _wake(self._room)

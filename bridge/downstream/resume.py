@@ -1,9 +1,10 @@
 """Resume one channel for one client: history first, then the live frames held meanwhile.
 
-The caller has joined the channel with it *held* (:meth:`bridge.downstream.hub.Hub.subscribe_many`), so
-every live frame since the join is kept. :func:`resume` replays the broker's history after the
-client's ``(epoch, offset)`` page by page through the client's link, paced by the client's
-reading, then :meth:`bridge.downstream.hub.Hub.release` queues the held frames newer than the last replayed
+The caller has joined the channel with it *held*
+(:meth:`bridge.downstream.hub.Hub.subscribe_many`), so every live frame since the join is kept.
+:func:`resume` replays the broker's history after the client's ``(epoch, offset)`` page by page
+through the client's link, paced by the client's reading, then
+:meth:`bridge.downstream.hub.Hub.release` queues the held frames newer than the last replayed
 offset. History and held frames overlap (the join precedes the first history read), so nothing
 is missed, and the offset comparison drops what was doubled.
 
@@ -12,8 +13,8 @@ gets one ``gap`` message, then live frames only: never a silent partial replay. 
 ``epoch_changed`` the gap is followed by what the new epoch holds that is newer than the
 client's offset, then live frames.
 
-Every resume is counted by outcome in :attr:`bridge.downstream.hub.Hub.resumes` (plain numbers, read by
-the metrics endpoint): :data:`OUTCOMES`.
+Every resume is counted by outcome in :attr:`bridge.downstream.hub.Hub.resumes` (plain
+numbers, read by the metrics endpoint): :data:`OUTCOMES`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
 from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -25,10 +25,8 @@ from bridge.common.redact import redact
 from bridge.downstream import protocol as p
 from bridge.downstream.link import PEER_GONE, ClientLink
 from bridge.downstream.resume import resume
+from bridge.downstream.route import Route
 from bridge.events.channels import granted
-
-if TYPE_CHECKING:
-    from bridge.downstream.endpoint import Route
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,7 @@ _REASONS = {
 }
 
 
-def _payload(message: dict[str, object]) -> str | bytes | None:
+def _payload(message: Mapping[str, object]) -> str | bytes | None:
     text = message.get("text")
     if isinstance(text, str):
         return text

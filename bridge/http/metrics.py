@@ -15,7 +15,7 @@ in docs/metrics.md.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -31,11 +31,9 @@ from starlette.responses import Response
 
 from bridge import __version__
 from bridge.common.redact import redact
+from bridge.core.service import Service
 from bridge.downstream.resume import OUTCOMES as RESUME_OUTCOMES
 from bridge.upstream.stream import State
-
-if TYPE_CHECKING:
-    from bridge.core.service import Service
 
 PREFIX = "callbridge_"
 #: Every state a stream can be counted in: the stream's own, or ``standby`` (lease not held).

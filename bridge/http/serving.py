@@ -12,14 +12,13 @@ import logging
 from typing import Any, Generator
 
 import uvicorn
+from starlette.responses import Response
 
 log = logging.getLogger("bridge.http.serving")
 
 
 async def client_gone(request: Any, exc: Exception) -> Any:
     """Exception handler: the client went away mid-request; nobody is left to answer."""
-    from starlette.responses import Response
-
     return Response(status_code=499)
 
 
@@ -32,9 +31,14 @@ class _Server(uvicorn.Server):
 class AppServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
                  graceful_timeout: float = 10.0, **options: Any) -> None:
-        config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_config=None,
-                                access_log=False, ws_per_message_deflate=False,
-                                timeout_graceful_shutdown=graceful_timeout, **options)
+        # uvicorn annotates timeout_graceful_shutdown as int | None, but only hands it to
+        # asyncio.timeout(), which takes float seconds; a shutdown_timeout may be fractional.
+        config = uvicorn.Config(
+            app, host=host, port=port, lifespan="on", log_config=None, access_log=False,
+            ws_per_message_deflate=False,
+            timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]  # float is ok
+            **options,
+        )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
         self.host = host

@@ -18,8 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bridge.api.security import mint_api
-from bridge.auth.tokens import mint
+from bridge.auth.tokens import mint, mint_api
 from bridge.config.model import Config
 
 #: Files served from bridge/static: URL path -> (file name, media type).

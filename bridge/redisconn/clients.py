@@ -13,6 +13,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from bridge.redisconn.url import parse_cluster_url
+
 
 def _is_cluster(url: str) -> bool:
     return url.startswith("redis-cluster://")
@@ -24,17 +26,15 @@ def command_client(url: str, *, timeout: float, pool_size: int = 8) -> Any:
     At most ``pool_size`` connections (per node on a cluster): a caller beyond them waits up
     to ``timeout`` for one, then gets a ``ConnectionError`` (never an unbounded pool).
     """
-    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if not _is_cluster(url):
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=pool_size, timeout=timeout, **options)
+            url, max_connections=pool_size, timeout=timeout, socket_timeout=timeout,
+            socket_connect_timeout=timeout)
         return aioredis.Redis.from_pool(pool)
-    from bridge.brokers.redis.cluster import parse_url
-
-    nodes, username, password = parse_url(url)
+    nodes, username, password = parse_cluster_url(url)
     return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes],
                         username=username, password=password, max_connections=pool_size,
-                        **options)
+                        socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 async def drop_prefix(url: str, prefix: str) -> None:
@@ -50,12 +50,10 @@ async def drop_prefix(url: str, prefix: str) -> None:
 
 def pubsub_client(url: str, *, timeout: float) -> aioredis.Redis:
     """A plain client whose pub/sub hears every PUBLISH of the deployment."""
-    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if not _is_cluster(url):
-        return aioredis.Redis.from_url(url, **options)
-    from bridge.brokers.redis.cluster import parse_url
-
-    nodes, username, password = parse_url(url)
+        return aioredis.Redis.from_url(url, socket_timeout=timeout,
+                                       socket_connect_timeout=timeout)
+    nodes, username, password = parse_cluster_url(url)
     host, port = nodes[0]
     return aioredis.Redis(host=host, port=port, username=username, password=password,
-                          **options)
+                          socket_timeout=timeout, socket_connect_timeout=timeout)

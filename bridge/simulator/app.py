@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from functools import partial
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -73,7 +75,7 @@ class Simulator:
                                time_scale=s.time_scale, seed=s.seed)
         self._traffic_task: asyncio.Task[None] | None = None
 
-    def emit(self, account_id: str, name: str, payload: dict) -> int:
+    def emit(self, account_id: str, name: str, payload: dict[str, Any]) -> int:
         """Send one signal as the traffic does: journaled, kept in the call history, emitted."""
         if self.settings.journal_size:
             self.journal.append((account_id, name, str(payload.get("Call-ID")),
@@ -100,51 +102,70 @@ class Simulator:
         return {"hub": self.hub.stats(), "traffic": self.traffic.stats(),
                 "token_requests": self.tokens.requests}
 
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """The app's lifespan: traffic (when ``settings.traffic``) while it runs; on the way
+        out, traffic stopped and every signal connection closed."""
+        if self.settings.traffic:
+            self.start_traffic()
+        try:
+            yield
+        finally:
+            await self.stop_traffic()
+            await self.hub.close()
+
     def build_app(self) -> Starlette:
-        async def stats(request: Request) -> Response:
-            return JSONResponse(self.stats())
-
-        async def drop(request: Request) -> Response:
-            dropped = await self.hub.drop(request.query_params.get("account_id"))
-            return JSONResponse({"dropped": dropped})
-
-        async def inject(request: Request) -> Response:
-            frame = (await request.body()).decode("utf-8", "replace")
-            sent = self.hub.inject(frame, request.query_params.get("account_id"))
-            return JSONResponse({"sent": sent})
-
-        async def rate(request: Request) -> Response:
-            try:
-                value = float(request.query_params["calls_per_second"])
-                if not 0 <= value <= 10_000:
-                    raise ValueError
-            except (KeyError, ValueError):
-                return JSONResponse({"error": "calls_per_second: a number in 0..10000"}, 400)
-            if value == 0:
-                await self.stop_traffic()
-            else:
-                self.start_traffic(value)
-            return JSONResponse({"calls_per_second": value})
-
-        @asynccontextmanager
-        async def lifespan(app: Starlette) -> AsyncIterator[None]:
-            if self.settings.traffic:
-                self.start_traffic()
-            try:
-                yield
-            finally:
-                await self.stop_traffic()
-                await self.hub.close()
-
+        """One app serving the oapi, the control endpoints and the signal websockets."""
         return Starlette(
             routes=[
                 *oapi_routes(self.tokens, rest=self.rest),
-                Route("/_sim/stats", stats),
-                Route("/_sim/drop", drop, methods=["POST"]),
-                Route("/_sim/rate", rate, methods=["POST"]),
-                Route("/_sim/inject", inject, methods=["POST"]),
+                *(Route(path, partial(handler, self), methods=[method], name=handler.__name__)
+                  for path, method, handler in CONTROL_ROUTES),
                 *self.hub.routes(),
             ],
-            lifespan=lifespan,
+            lifespan=self.lifespan,
             exception_handlers={ClientDisconnect: client_gone},
         )
+
+
+# -- control endpoints ------------------------------------------------------------------------
+
+
+async def stats(sim: Simulator, request: Request) -> Response:
+    return JSONResponse(sim.stats())
+
+
+async def drop(sim: Simulator, request: Request) -> Response:
+    dropped = await sim.hub.drop(request.query_params.get("account_id"))
+    return JSONResponse({"dropped": dropped})
+
+
+async def inject(sim: Simulator, request: Request) -> Response:
+    frame = (await request.body()).decode("utf-8", "replace")
+    sent = sim.hub.inject(frame, request.query_params.get("account_id"))
+    return JSONResponse({"sent": sent})
+
+
+async def rate(sim: Simulator, request: Request) -> Response:
+    try:
+        value = float(request.query_params["calls_per_second"])
+        if not 0 <= value <= 10_000:
+            raise ValueError
+    except (KeyError, ValueError):
+        return JSONResponse({"error": "calls_per_second: a number in 0..10000"}, 400)
+    if value == 0:
+        await sim.stop_traffic()
+    else:
+        sim.start_traffic(value)
+    return JSONResponse({"calls_per_second": value})
+
+
+ControlHandler = Callable[[Simulator, Request], Awaitable[Response]]
+
+#: (path, method, handler) of every control endpoint.
+CONTROL_ROUTES: list[tuple[str, str, ControlHandler]] = [
+    ("/_sim/stats", "GET", stats),
+    ("/_sim/drop", "POST", drop),
+    ("/_sim/rate", "POST", rate),
+    ("/_sim/inject", "POST", inject),
+]

@@ -12,8 +12,7 @@ import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.api.security import mint_api
-from bridge.auth.tokens import mint
+from bridge.auth.tokens import mint, mint_api
 from bridge.config.model import Config
 from bridge.http.app import build_app
 from bridge.http.serving import AppServer, bridge_server
@@ -128,7 +127,7 @@ async def _watch(url: str, token: str) -> None:
             await asyncio.sleep(1)
 
 
-def _line(event: dict) -> str:  # type: ignore[type-arg]
+def _line(event: dict[str, Any]) -> str:
     detail = event.get("detail") or {}
     if event["type"] == "presence.changed":
         what = f"ext {detail.get('extension')} {'online' if detail.get('online') else 'offline'}"

@@ -43,7 +43,8 @@ class CallHistory:
         """Add a record directly (tests and demos of calls that produced no signals)."""
         self.records.append((account_id, call_id, record))
 
-    def query(self, start: int, end: int, accounts: set[str] | None = None) -> list[dict]:
+    def query(self, start: int, end: int,
+              accounts: set[str] | None = None) -> list[dict[str, Any]]:
         """Records with ``start <= unix_timestamp <= end``, oldest first."""
         found = [r for a, _, r in self.records if start <= r["unix_timestamp"] <= end
                  and (accounts is None or a in accounts)]

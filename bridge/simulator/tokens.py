@@ -42,6 +42,9 @@ class TokenStore:
         self.requests = 0
         #: the JSON body of the latest auth_token request (``{}`` when it had none).
         self.last_body: dict[str, Any] | None = None
+        #: called with (app id, token) for every token issued, in order (observers: the
+        #: benchmarks count refreshes and look for tokens in the logs).
+        self.on_issue: list[Callable[[str, str], None]] = []
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (app id, expires_at)
         self._faults: deque[tuple[int, float]] = deque()  # (status or 0, stall seconds)
 
@@ -57,6 +60,8 @@ class TokenStore:
         self._tokens[token] = (app_id, expires_at)
         while len(self._tokens) > MAX_TOKENS:
             del self._tokens[next(iter(self._tokens))]
+        for observer in self.on_issue:
+            observer(app_id, token)
         return token, expires_at
 
     def check(self, token: str) -> bool:

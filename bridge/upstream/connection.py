@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -31,7 +31,7 @@ from bridge.upstream.dialects.base import (
 
 log = logging.getLogger("bridge.upstream")
 
-CallSink = Callable[[str, dict], None]
+CallSink = Callable[[str, dict[str, Any]], None]
 
 #: Largest upstream frame accepted; Kazoo events are a few KiB.
 MAX_FRAME = 1 << 20

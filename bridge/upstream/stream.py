@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
 
@@ -129,7 +129,7 @@ class UpstreamStream:
         """
         self._listeners.append(listener)
 
-    def _dispatch_call(self, name: str, payload: dict) -> None:
+    def _dispatch_call(self, name: str, payload: dict[str, Any]) -> None:
         self._on_call(name, payload)
         for listener in self._listeners:
             try:

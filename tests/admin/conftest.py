@@ -13,7 +13,7 @@ import httpx
 import pytest
 import tomli_w
 
-from bridge.api.security import mint_api
+from bridge.auth.tokens import mint_api
 from bridge.config.load import load_config
 from bridge.core.service import Service
 from bridge.http.app import build_app

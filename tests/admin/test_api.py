@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from bridge.api.security import mint_api
-from bridge.auth.tokens import mint
+from bridge.auth.tokens import mint, mint_api
 from tests.admin.clients import Client
 from tests.admin.conftest import antbuddy, config_data
 from tests.scenarios.conftest import ACCOUNT, APP_SECRET, JWT_SECRET, TENANT, eventually

@@ -10,8 +10,9 @@ import httpx
 import redis.asyncio as aioredis
 
 from bridge.auth.tokens import mint
+from bridge.simulator.app import Simulator
 from tests.admin.clients import Client
-from tests.admin.conftest import ADMIN, SHARED_REDIS, antbuddy, config_data
+from tests.admin.conftest import ADMIN, SHARED_REDIS, Bridge, antbuddy, config_data
 from tests.scenarios.conftest import JWT_SECRET, bridge_config, eventually
 
 A, B, C = "antbuddy/ta/acct-a", "antbuddy/tb/acct-b", "antbuddy/tc/acct-c"
@@ -22,11 +23,11 @@ def keys_of(client: Client, channel: str) -> list[tuple[str, str]]:
             for m in client.events if m["channel"] == channel]
 
 
-def journal_keys(simulator, account: str) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
+def journal_keys(simulator: Simulator, account: str) -> set[tuple[str, str]]:
     return {(call_id, msg_id) for acc, _, call_id, msg_id in simulator.journal if acc == account}
 
 
-def subscribed(bridge, *names: str) -> bool:  # type: ignore[no-untyped-def]
+def subscribed(bridge: Bridge, *names: str) -> bool:
     states = {s.name: s.status.state.value for s in bridge.service.streams}
     return all(states.get(name) == "subscribed" for name in names)
 

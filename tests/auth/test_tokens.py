@@ -1,4 +1,4 @@
-"""bridge.auth.tokens: pure tests, the clock passed in."""
+"""bridge.auth.tokens, client (websocket) tokens: pure tests, the clock passed in."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.brokers import from_url
 from bridge.brokers.base import Broker
 from bridge.brokers.continuity import Continuity
+from bridge.core.backends import from_url
 from bridge.events.event import Event, EventType
 from tests.brokers.redis.test_broker import WAIT
 from tests.support.redis_cluster import binaries_missing, redis_cluster

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,10 +23,10 @@ from bridge.brokers.memory import MemoryBroker
 from bridge.cluster.revocation_wire import BARE_NOTICE_SPAN, parse_notice
 from bridge.cluster.revocations import MemoryRevocations, RedisRevocations, RevokedIds
 from bridge.downstream import protocol as p
-from bridge.downstream.endpoint import Route, WsApp, ws_route
+from bridge.downstream.endpoint import WsApp, ws_route
 from bridge.downstream.hub import Hub
+from bridge.downstream.route import Route
 from bridge.redisconn.clients import drop_prefix
-from bridge.redisconn.listener import ChannelListener
 from tests.cluster.test_revocations import SCALE, SECRET
 from tests.downstream.conftest import RunningServer, run_uvicorn
 from tests.support.redis_cluster import binaries_missing, redis_cluster
@@ -143,61 +142,6 @@ def test_revoked_ids_only_grow_until_they_lapse() -> None:
 ])
 def test_notices_are_read_strictly(payload: bytes, expected: tuple[str, float] | None) -> None:
     assert parse_notice(payload, 1000.0) == expected
-
-
-# -- the listener ------------------------------------------------------------------------------
-
-async def test_listener_calls_on_listening_after_each_subscribe() -> None:
-    async with private_redis() as server:
-        sub = aioredis.Redis.from_url(server.url)
-        admin = aioredis.Redis.from_url(server.url)
-        calls: asyncio.Queue[None] = asyncio.Queue(maxsize=10)
-        messages: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10)
-        listener = ChannelListener(sub, "ch", messages.put_nowait, what="test", timeout=WAIT,
-                                   on_listening=lambda: calls.put_nowait(None))
-        try:
-            await listener.start()
-            async with asyncio.timeout(WAIT):
-                await calls.get()
-            # Subscribed means confirmed by Redis: a publish now is heard.
-            assert await admin.publish("ch", b"one") == 1
-            async with asyncio.timeout(WAIT):
-                assert await messages.get() == b"one"
-            assert await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
-            async with asyncio.timeout(WAIT):
-                await calls.get()
-            assert await admin.publish("ch", b"two") == 1
-            async with asyncio.timeout(WAIT):
-                assert await messages.get() == b"two"
-        finally:
-            await listener.close()
-            await sub.aclose()
-            await admin.aclose()
-
-
-async def test_a_failing_on_listening_does_not_stop_the_listener(
-        caplog: pytest.LogCaptureFixture) -> None:
-    async with private_redis() as server:
-        sub = aioredis.Redis.from_url(server.url)
-        admin = aioredis.Redis.from_url(server.url)
-        messages: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10)
-
-        def broken() -> None:
-            raise RuntimeError("broken callback")
-
-        listener = ChannelListener(sub, "ch", messages.put_nowait, what="test", timeout=WAIT,
-                                   on_listening=broken)
-        try:
-            with caplog.at_level(logging.ERROR, logger="bridge.redisconn.listener"):
-                await listener.start()
-                assert await admin.publish("ch", b"still") == 1
-                async with asyncio.timeout(WAIT):
-                    assert await messages.get() == b"still"
-            assert any("on_listening failed" in r.getMessage() for r in caplog.records)
-        finally:
-            await listener.close()
-            await sub.aclose()
-            await admin.aclose()
 
 
 # -- two instances -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""bridge.downstream.echoes: a published copy is matched to its provisional delivery once, per channel."""
+"""bridge.downstream.echoes: a published copy is matched to its provisional delivery once, per
+channel."""
 
 from __future__ import annotations
 

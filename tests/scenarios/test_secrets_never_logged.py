@@ -43,8 +43,7 @@ from starlette.routing import Route
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bridge.api.security import mint_api
-from bridge.auth.tokens import mint
+from bridge.auth.tokens import mint, mint_api
 from bridge.http.serving import AppServer
 from bridge.simulator.app import Simulator, SimulatorSettings
 from bridge.simulator.calls import Endpoint, Outcome, plan_call

@@ -75,7 +75,7 @@ class LogicalClient:
         self.events = 0
         self.start: float | None = None
         self.subscribed = asyncio.Event()
-        self.stopped = False
+        self._stopped = False
         self._positions: dict[str, tuple[str, str]] = {}
         self._conn = -1
         self._ws: ClientConnection | None = None
@@ -91,6 +91,16 @@ class LogicalClient:
             self._stormed = True
             ws.transport.abort()
 
+    def stop(self) -> None:
+        """From now on, leave: the open connection is closed cleanly, not cut, and no new
+        one is opened."""
+        self._stopped = True
+
+    def stopped(self) -> bool:
+        # A method, not an attribute: it changes while the connection loop awaits, which a
+        # type checker cannot see through an attribute it has already checked.
+        return self._stopped
+
     def pause(self, seconds: float) -> None:
         self._paused_until = time.monotonic() + seconds
 
@@ -103,7 +113,7 @@ class LogicalClient:
 
     async def run(self, limit: asyncio.Semaphore) -> None:
         failures = 0
-        while not self.stopped and self._refused is None:
+        while not self.stopped() and self._refused is None:
             self._conn += 1
             conn = self._conn
             code: int | None = None
@@ -117,7 +127,7 @@ class LogicalClient:
                 self.errors[f"unexpected:{type(exc).__name__}"] += 1
                 failures += 1
             self.closes.append([conn, code, time.time()])
-            if self.stopped:
+            if self.stopped():
                 return
             if code in NEW_TOKEN:
                 self._refused = code
@@ -142,7 +152,7 @@ class LogicalClient:
             return exc.rcvd.code if exc.rcvd is not None else 1006
         finally:
             self._ws = None
-            if self.stopped:
+            if self.stopped():
                 await ws.close()
             else:
                 ws.transport.abort()
@@ -156,7 +166,7 @@ class LogicalClient:
         await ws.send(orjson.dumps(request).decode())
 
     async def _receive(self, ws: ClientConnection, conn: int) -> None:
-        while not self.stopped:
+        while not self.stopped():
             wait = self._paused_until - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)  # a slow client: reads nothing meanwhile
@@ -229,7 +239,7 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
     finally:
         loop.remove_reader(pipe.fileno())
         for client in clients:
-            client.stopped = True
+            client.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

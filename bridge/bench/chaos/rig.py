@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bridge.api.security import mint_api
-from bridge.auth.tokens import mint
+from bridge.auth.tokens import mint, mint_api
 from bridge.bench.chaos.clients import ClientSpec, Summary, WorkerPlan, start_worker
 from bridge.bench.chaos.cluster import (
     Instance,

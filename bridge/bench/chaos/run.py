@@ -19,6 +19,7 @@ import shlex
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from typing import Any, cast
 
 import orjson
@@ -59,7 +60,8 @@ async def run_once(profile: Profile, seed: int, directory: str) -> dict[str, Any
         f.write(orjson.dumps({k: v for k, v in run_input.items() if k != "clients"}))
     report = check.check(run_input)
     secrets_found = _secrets_in_logs(rig)
-    violations = [*report.as_dict()["violations"], *rig.tally.violations]  # type: ignore[misc]
+    violations: list[dict[str, Any]] = [*map(asdict, report.violations),
+                                        *rig.tally.violations]
     counts = {k: n for k, n in report.counts.items() if n}
     for v in rig.tally.violations:
         counts[v["kind"]] = counts.get(v["kind"], 0) + 1

@@ -7,8 +7,9 @@ stream and publishes each channel's :func:`bridge.events.event.envelope` frame. 
 too, so its epoch check, trim check and read see one consistent state.
 
 Live delivery uses one pub/sub connection read by one owned task, kept alive (reconnect, liveness
-probe, re-subscribe) by :class:`bridge.brokers.redis.pubsub.Subscriber`; what was published
-while it was away is caught up from history by :class:`bridge.brokers.continuity.Continuity`.
+probe, re-subscribe) by :class:`bridge.redisconn.keeper.Keeper`; what was published while it was
+away is caught up from history by :class:`bridge.brokers.continuity.Continuity`
+(:class:`bridge.brokers.redis.pubsub.Subscriptions` connects the two).
 Commands are not retried by the client library (a retried publish could append an event
 twice); a failed command raises :class:`BrokerError`.
 """
@@ -16,6 +17,8 @@ twice); a failed command raises :class:`BrokerError`.
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,9 +33,13 @@ from redis.exceptions import RedisError
 from bridge.brokers.base import Broker, BrokerError, Replay
 from bridge.brokers.continuity import Continuity
 from bridge.brokers.redis import wire
-from bridge.brokers.redis.pubsub import Probe, Subscriber
+from bridge.brokers.redis.pubsub import Subscriptions
 from bridge.common import redact
 from bridge.events.channels import is_valid_channel
+from bridge.redisconn.keeper import Keeper
+from bridge.redisconn.probe import Probe
+
+log = logging.getLogger(__name__)
 
 _IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
@@ -88,27 +95,32 @@ class RedisBroker(Broker):
         self.continuity = Continuity(self._deliver, self._deliver_gap, self.position,
                                      self.replay,
                                      read_timeout=self._connect_timeout + self._socket_timeout)
-        self._sub = Subscriber(
-            self._client, self.continuity, prefix=prefix, where=self._where,
-            display_url=self.display_url, socket_timeout=socket_timeout,
-            probe=Probe(probe_interval, probe_timeout),
+        self._subs = Subscriptions(self.continuity, lambda _channel: self._keeper,
+                                   prefix=prefix, where=f"redis at {self._where}",
+                                   timeout=socket_timeout, logger=log)
+        self._probe = Probe(probe_interval, probe_timeout)
+        self._keeper = Keeper(
+            self._client, name=self.display_url, timeout=socket_timeout,
+            on_message=self._subs.heard, on_subscribed=self._subs.confirmed,
+            on_lost=self._subs.lost, probe=self._probe,
+            probe_channel=wire.probe_channel(prefix, secrets.token_hex(8)).encode(), logger=log,
         )
 
     @property
     def state(self) -> str:
         """"connected" once started, "reconnecting" before start and while the pub/sub
         connection is being re-established."""
-        return self._sub.state
+        return self._keeper.state
 
     @property
     def reconnects(self) -> int:
         """How many times the pub/sub connection was re-established after being lost."""
-        return self._sub.reconnects
+        return self._keeper.reconnects
 
     @property
     def malformed(self) -> int:
         """Pub/sub messages on our channels that were not envelope frames (dropped)."""
-        return self._sub.malformed
+        return self._subs.malformed
 
     def __repr__(self) -> str:
         return f"RedisBroker({self.display_url!r}, state={self.state!r})"
@@ -128,9 +140,9 @@ class RedisBroker(Broker):
             "state": self.state,
             "reconnects": self.reconnects,
             "errors": self.errors,
-            "probe_failures": self._sub.probe.failures,
-            "last_probe_ok": self._sub.probe.last_ok,
-            "subscriptions": len(self._sub.channels),
+            "probe_failures": self._probe.failures,
+            "last_probe_ok": self._probe.last_ok,
+            "subscriptions": len(self._subs.placed),
             "catching_up": self.continuity.suspended,
             **self.continuity.counts,
         }
@@ -138,22 +150,22 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         if self._closed:
             raise BrokerError("broker is closed")
-        if self._sub.running:
+        if self._keeper.running:
             return
         try:
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
                 await self._client.ping()
-                await self._sub.connect()
+                await self._keeper.connect()
         except _IO_ERRORS as exc:
-            await self._sub.drop()
             raise self._error("connect", exc) from None
-        self._sub.run()
+        self._keeper.run()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        await self._sub.close()
+        await self._keeper.close()
+        self._subs.close()
         await self.continuity.close()
         await self._client.aclose()
 
@@ -187,10 +199,10 @@ class RedisBroker(Broker):
         Raises :class:`BrokerError` when no confirmation came within ``socket_timeout`` (Redis
         unreachable); the subscription then stays registered and is made on reconnect.
         """
-        await self._sub.subscribe(channel)
+        await self._subs.subscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        await self._sub.unsubscribe(channel)
+        await self._subs.unsubscribe(channel)
 
     async def epoch(self, channel: str) -> str:
         fresh = wire.new_epoch()

@@ -11,12 +11,13 @@ first, then one script call per slot, which creates the epoch if missing, append
 stream and publishes the envelope, atomically within the slot. If a later step fails, the mark
 is deleted so a retry is not taken for a duplicate.
 
-Sharded subscriptions need a connection to the node owning each channel's slot: one pub/sub
-connection per such node, each read by one owned task. When a connection drops, or the node
-moves a slot away (MOVED, or its unsolicited SUNSUBSCRIBE), the task refreshes the slot map,
-hands channels now owned elsewhere to those nodes' connections, and reconnects with backoff;
-what was published meanwhile is caught up from history
-(:class:`bridge.brokers.continuity.Continuity`).
+Sharded subscriptions need a connection to the node owning each channel's slot: one
+:class:`bridge.redisconn.keeper.Keeper` per such node (one pub/sub connection, one owned task).
+When a connection drops, or the node moves a slot away (MOVED, or its unsolicited
+SUNSUBSCRIBE), the keeper waits its backoff delay, the broker refreshes the slot map and hands
+channels now owned elsewhere to those nodes' keepers, and the keeper reconnects; what was
+published meanwhile is caught up from history (:class:`bridge.brokers.continuity.Continuity`,
+through :class:`bridge.brokers.redis.pubsub.Subscriptions`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from redis.asyncio.client import PubSub, Redis
+from redis.asyncio.client import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -37,30 +38,14 @@ from redis.exceptions import RedisError
 from bridge.brokers.base import Broker, BrokerError, Replay
 from bridge.brokers.continuity import Continuity
 from bridge.brokers.redis import wire
-from bridge.brokers.redis.wire import parse_cluster_url as parse_url
+from bridge.brokers.redis.pubsub import Subscriptions
 from bridge.common import redact
-from bridge.common.backoff import RESUBSCRIBE_MAX, backoff
 from bridge.events.channels import is_valid_channel
-
-__all__ = ["RedisClusterBroker", "parse_url"]  # parse_url: imported from here by config
+from bridge.redisconn.keeper import Keeper
+from bridge.redisconn.url import parse_cluster_url
 
 log = logging.getLogger("bridge.brokers.redis.cluster")
 _IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
-
-
-class _Link:
-    """One pub/sub connection to one node, the channels subscribed on it, and its reader."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.channels: set[str] = set()
-        self.pubsub: PubSub | None = None
-        self.client: Redis | None = None
-        self.task: asyncio.Task[None] | None = None
-
-
-class _SlotMoved(Exception):
-    """The node gave up a subscribed channel's slot."""
 
 
 class RedisClusterBroker(Broker):
@@ -73,7 +58,7 @@ class RedisClusterBroker(Broker):
         super().__init__()
         if history_length < 0:
             raise ValueError("history_length must not be negative")
-        nodes, user, password = parse_url(url)
+        nodes, user, password = parse_cluster_url(url)
         redact.register(password)
         self.display_url = "redis-cluster://" + ",".join(f"{h}:{p}" for h, p in nodes)
         self._prefix, self._history_length = prefix, history_length
@@ -95,13 +80,13 @@ class RedisClusterBroker(Broker):
         self.continuity = Continuity(self._deliver, self._deliver_gap, self.position,
                                      self.replay, read_timeout=self._timeout)
         self._sharded = sharded
-        self._links: dict[str, _Link] = {}
-        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._subs = Subscriptions(self.continuity, self._keeper_for, prefix=prefix,
+                                   where=self.display_url, timeout=socket_timeout, logger=log)
+        #: One keeper (pub/sub connection) per node that owns subscribed channels.
+        self._keepers: dict[str, Keeper] = {}
+        self._node_clients: dict[str, Redis] = {}
+        self._retired_reconnects = 0
         self._started = self._closed = False
-        #: Pub/sub connections re-established after a loss or a slot move.
-        self.reconnects = 0
-        #: Pub/sub messages on our channels that were not envelope frames (dropped).
-        self.malformed = 0
         #: Redis commands that failed (connection refused, timeout, error reply), for metrics.
         self.errors = 0
 
@@ -113,8 +98,15 @@ class RedisClusterBroker(Broker):
         reason = redact.redact(str(exc)) or type(exc).__name__
         return BrokerError(f"{self.display_url}: {doing} failed: {reason}")
 
-    def _pubname(self, channel: str) -> str:
-        return wire.pubsub_channel(self._prefix, channel, sharded=bool(self._sharded))
+    @property
+    def reconnects(self) -> int:
+        """Pub/sub connections re-established after a loss or a slot move."""
+        return self._retired_reconnects + sum(k.reconnects for k in self._keepers.values())
+
+    @property
+    def malformed(self) -> int:
+        """Pub/sub messages on our channels that were not envelope frames (dropped)."""
+        return self._subs.malformed
 
     async def start(self) -> None:
         if self._closed:
@@ -131,25 +123,19 @@ class RedisClusterBroker(Broker):
                     self._sharded = all(int(v.split(".")[0]) >= 7 for v in versions)
         except _IO_ERRORS as exc:
             raise self._error("connect", exc) from None
+        self._subs.sharded = bool(self._sharded)
         self._started = True
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        links, self._links = list(self._links.values()), {}
-        tasks = {link.task for link in links if link.task is not None}
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=self._socket_timeout)
-        for link in links:
-            link.channels.clear()
-            await self._drop(link)
-        for waiter in self._waiters.values():
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+        keepers, self._keepers = list(self._keepers.values()), {}
+        await asyncio.gather(*(keeper.close() for keeper in keepers))
+        clients, self._node_clients = list(self._node_clients.values()), {}
+        for client in clients:
+            await self._close_client(client)
+        self._subs.close()
         await self.continuity.close()
         await self._cluster.aclose()
 
@@ -233,15 +219,16 @@ class RedisClusterBroker(Broker):
             raise self._error("PING", exc) from None
 
     def health(self) -> dict[str, Any]:
-        down = sorted(a for a, link in self._links.items() if link.pubsub is None)
+        links = {a: k for a, k in self._keepers.items() if k.channels}
+        down = sorted(a for a, k in links.items() if not k.connected.is_set())
         state = "closed" if self._closed else "starting" if not self._started else (
             "degraded" if down else "ok")
-        return {"state": state, "sharded": bool(self._sharded), "links": len(self._links),
+        return {"state": state, "sharded": bool(self._sharded), "links": len(links),
                 "links_down": down, "reconnects": self.reconnects, "errors": self.errors,
                 "malformed": self.malformed, "catching_up": self.continuity.suspended,
                 **self.continuity.counts}
 
-    # -- subscriptions: one pub/sub connection per node owning subscribed slots ---------------
+    # -- subscriptions: one keeper per node owning subscribed slots --------------------------
 
     async def subscribe(self, channel: str) -> None:
         """Idempotent. Returns once the owning node confirmed the subscription.
@@ -251,132 +238,68 @@ class RedisClusterBroker(Broker):
         """
         if not self._started or self._closed:
             raise BrokerError("broker is not started")
-        if not any(channel in link.channels for link in self._links.values()):
-            if not self.continuity.known(channel):
-                await self.continuity.anchor(channel)  # before SUBSCRIBE: nothing slips by
-            if not any(channel in link.channels for link in self._links.values()):
-                self._waiters[channel] = asyncio.get_running_loop().create_future()
-                await self._place(channel)
-        waiter = self._waiters.get(channel)
-        if waiter is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter), self._socket_timeout)
-            except TimeoutError:
-                raise BrokerError(f"{self.display_url}: subscribe to {channel} not confirmed "
-                                  f"within {self._socket_timeout}s; it will be retried") from None
+        await self._subs.subscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        self.continuity.forget(channel)
-        waiter = self._waiters.pop(channel, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        for link in list(self._links.values()):
-            if channel in link.channels:
-                link.channels.discard(channel)  # delivery stops now: the reader checks the set
-                await self._send(link, "UNSUBSCRIBE", [channel])
+        keeper = await self._subs.unsubscribe(channel)
+        if keeper is not None and not keeper.channels and not self._closed:
+            await self._retire(keeper)
 
     def _owner(self, channel: str) -> str:
         if not self._sharded:  # PUBLISH reaches every node: any one will do, the same one
             return min(n.name for n in self._cluster.get_primaries())
-        node = self._cluster.get_node_from_key(self._pubname(channel))
+        node = self._cluster.get_node_from_key(self._subs.raw(channel).decode())
         if node is None:
             raise BrokerError(f"{self.display_url}: no node serves {channel}'s slot")
         return str(node.name)
 
-    async def _place(self, channel: str) -> None:
+    def _keeper_for(self, channel: str) -> Keeper:
+        """The keeper of the node that owns ``channel`` now, started on first use."""
         address = self._owner(channel)
-        link = self._links.get(address)
-        if link is None:
-            link = self._links[address] = _Link(address)
-            link.task = asyncio.create_task(self._run(link), name=f"redis-cluster-{address}")
-        link.channels.add(channel)
-        if link.pubsub is not None:
-            await self._send(link, "SUBSCRIBE", [channel])
-        else:  # made on (re)connect: what is published until then is caught up from history
-            self.continuity.suspend([channel])
+        keeper = self._keepers.get(address)
+        if keeper is None:
+            host, _, port = address.rpartition(":")
+            client = self._node_clients[address] = Redis(host=host, port=int(port),
+                                                         **self._auth)
+            keeper = self._keepers[address] = Keeper(
+                client, name=address, timeout=self._socket_timeout, sharded=bool(self._sharded),
+                on_message=self._subs.heard, on_subscribed=self._subs.confirmed,
+                on_lost=self._subs.lost, before_reconnect=lambda: self._rehome(address),
+                logger=log)
+            keeper.run()
+        return keeper
 
-    async def _send(self, link: _Link, verb: str, channels: list[str]) -> None:
-        if link.pubsub is None:
-            return
-        command = ("S" + verb) if self._sharded else verb
-        try:  # sharded: one command per channel, as channels of one node span several slots
-            for group in ([c] for c in channels) if self._sharded else [channels]:
-                await link.pubsub.execute_command(command, *map(self._pubname, group))
-        except _IO_ERRORS as exc:  # the reader sees the broken connection and recovers
-            log.debug("%s on %s: %s", command, link.address, redact.redact(str(exc)))
-
-    async def _run(self, link: _Link) -> None:
-        delays: Iterator[float] | None = None
-        try:
-            while link.channels:
-                try:
-                    if link.pubsub is None:
-                        host, _, port = link.address.rpartition(":")
-                        link.client = Redis(host=host, port=int(port), **self._auth)
-                        link.pubsub = link.client.pubsub()
-                        await link.pubsub.connect()
-                        await self._send(link, "SUBSCRIBE", sorted(link.channels))
-                    response = await link.pubsub.parse_response(
-                        block=False, timeout=self._socket_timeout)
-                    if response:
-                        self._on_response(link, response)
-                        delays = None
-                except Exception as exc:  # the reader must outlive any failure
-                    log.warning("pub/sub link to %s: %s", link.address,
-                                redact.redact(f"{type(exc).__name__}: {exc}"))
-                    await self._drop(link)
-                    delays = delays or backoff(initial=0.2, maximum=RESUBSCRIBE_MAX)
-                    await asyncio.sleep(next(delays))
-                    await self._rehome(link)
-                    self.reconnects += 1
-        finally:
-            if self._links.get(link.address) is link:
-                del self._links[link.address]
-            await self._drop(link)
-
-    async def _rehome(self, link: _Link) -> None:
-        """Refresh the slot map; hand channels now served by another node to its link."""
+    async def _rehome(self, address: str) -> None:
+        """Before the keeper of ``address`` reconnects: refresh the slot map, and hand the
+        channels now served by another node to that node's keeper."""
         try:
             async with asyncio.timeout(self._timeout):
                 await self._cluster.nodes_manager.initialize()
         except Exception as exc:
             log.debug("slot map refresh: %s", redact.redact(str(exc)))
             return
-        for channel in sorted(link.channels):
-            if self._owner(channel) != link.address:
-                link.channels.discard(channel)
-                await self._place(channel)
+        keeper = self._keepers.get(address)
+        if keeper is None:
+            return
+        for channel in self._subs.on(keeper):
+            if self._owner(channel) != address:
+                await keeper.remove([self._subs.raw(channel)])
+                await self._subs.place(channel)
 
-    async def _drop(self, link: _Link) -> None:
-        pubsub, client, link.pubsub, link.client = link.pubsub, link.client, None, None
-        if pubsub is not None:
-            # What is published from now until each channel is subscribed again is missed.
-            self.continuity.suspend(link.channels)
-        for closing in (pubsub, client):
-            if closing is not None:
-                try:
-                    await closing.aclose()
-                except _IO_ERRORS:
-                    pass  # already broken; nothing more to release
+    async def _retire(self, keeper: Keeper) -> None:
+        """Close the keeper of a node that carries no channel any more."""
+        if self._keepers.get(keeper.name) is not keeper:
+            return
+        del self._keepers[keeper.name]
+        client = self._node_clients.pop(keeper.name, None)
+        await keeper.close()
+        self._retired_reconnects += keeper.reconnects
+        if client is not None:
+            await self._close_client(client)
 
-    def _on_response(self, link: _Link, response: Any) -> None:
-        kind, name = response[0], response[1]
-        channel = wire.channel_of(self._prefix.encode(), name) if isinstance(name, bytes) else None
-        if kind in (b"smessage", b"message") and channel in link.channels:
-            offset = wire.frame_offset(response[2], channel.encode())
-            if offset is None:
-                self.malformed += 1
-                log.warning("dropped a message on %s that is not an event envelope", channel)
-                return
-            try:
-                self.continuity.live(channel, offset, response[2])
-            except Exception as exc:
-                log.error("message handler failed on %s: %s", channel, redact.redact(repr(exc)))
-        elif kind in (b"ssubscribe", b"subscribe") and channel is not None:
-            if channel in link.channels:
-                self.continuity.confirmed(channel)
-            waiter = self._waiters.pop(channel, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        elif kind == b"sunsubscribe" and channel in link.channels:
-            raise _SlotMoved(f"{link.address} no longer serves {channel}")
+    @staticmethod
+    async def _close_client(client: Redis) -> None:
+        try:
+            await client.aclose()
+        except _IO_ERRORS:
+            pass  # already broken; nothing more to release

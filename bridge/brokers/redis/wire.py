@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from bridge.brokers.base import EPOCH_RE, OFFSET_RE, Replay, ReplayStatus, offset_key
 from bridge.events.event import envelope
@@ -305,18 +305,3 @@ def display_url(url: str) -> str:
     db = parts.path.lstrip("/") or parse_qs(parts.query).get("db", ["0"])[0]
     return f"{parts.scheme}://{host}:{parts.port or 6379}/{db}"
 
-
-def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
-    """``(nodes, username, password)`` of ``redis-cluster://[user:pass@]h:p[,h:p...]``."""
-    scheme, sep, rest = url.partition("://")
-    if scheme != "redis-cluster" or not sep:
-        raise ValueError("broker url: expected redis-cluster://host:port[,host:port...]")
-    userinfo, _, hosts = rest.split("/", 1)[0].rpartition("@")
-    user, _, password = userinfo.partition(":")
-    nodes = []
-    for item in filter(None, hosts.split(",")):
-        host, _, port = item.rpartition(":")
-        nodes.append((host.strip("[]") or "127.0.0.1", int(port or 6379)))
-    if not nodes:
-        raise ValueError("broker url: redis-cluster:// names no node")
-    return nodes, unquote(user) or None, unquote(password) or None

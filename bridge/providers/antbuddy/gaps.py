@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from bridge.providers.antbuddy.rest import HistoryRecord
 from bridge.upstream import kazoo
@@ -86,8 +85,9 @@ class LiveLedger:
     def __len__(self) -> int:
         return len(self._calls)
 
-    def note(self, name: str, payload: dict[str, Any]) -> None:
-        """Record one live Kazoo event (only call ends are kept)."""
+    def note(self, name: str, payload: object) -> None:
+        """Record one live Kazoo event (only call ends are kept; a payload that is not a JSON
+        object is ignored)."""
         if not isinstance(name, str) or name.upper() != "CHANNEL_DESTROY":
             return
         if not isinstance(payload, dict):

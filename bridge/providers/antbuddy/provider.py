@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from bridge.api.endpoints import Endpoint
 from bridge.common.backoff import backoff
 from bridge.common.logs import Every
 from bridge.providers.antbuddy import rest
 from bridge.providers.antbuddy.client import OapiClient, OapiError
 from bridge.providers.antbuddy.gaps import LiveLedger, OutageTracker, Window
 from bridge.providers.base import Provider, ProviderContext
+from bridge.providers.routes import Route, bind
 from bridge.upstream.stream import State
 
 log = logging.getLogger("bridge.providers.antbuddy")
@@ -31,7 +33,10 @@ class AntBuddyRest(Provider):
     def __init__(self, account: Any, context: ProviderContext, *, stream: Any = None,
                  poll_interval: float = 2.0, margin: float = 60.0, fill_delay: float = 2.0,
                  retries: int = 5, date_format: str = "unix",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 routes: Sequence[Route[AntBuddyRest]] = ()) -> None:
+        """``routes``: the tenant's API routes (:data:`.api.ROUTES`, given by the package's
+        ``create``), served when this provider is its tenant's ``endpoints_owner``."""
         self.account = account
         self.tenant: str = account.tenant
         self.account_id: str = account.account_id
@@ -55,13 +60,12 @@ class AntBuddyRest(Provider):
         #: Every provider of the service; only the first (``endpoints_owner``) declares routes.
         self.directory: list[AntBuddyRest] = [self]
         self.endpoints_owner = True
+        self.routes = routes
 
     # -- API ----------------------------------------------------------------------------------
 
-    def endpoints(self) -> list[Any]:
-        from bridge.providers.antbuddy.api import endpoints
-
-        return endpoints(self) if self.endpoints_owner else []
+    def endpoints(self) -> list[Endpoint]:
+        return bind(self.routes, self, self.tenant) if self.endpoints_owner else []
 
     def snapshot(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.last_error is None, "stream": bool(self.stream),

@@ -68,7 +68,7 @@ class Status:
         """Seconds until the next poll: the interval, doubled per failure in a row (<= 5 min)."""
         if not self.failures:
             return interval
-        return min(interval * 2 ** min(self.failures, 16), max(interval, MAX_RETRY_DELAY))
+        return min(interval * (1 << min(self.failures, 16)), max(interval, MAX_RETRY_DELAY))
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.last_error is None, "last_ok": self.last_ok,

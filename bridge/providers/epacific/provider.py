@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.api.endpoints import ApiError, Endpoint, Principal
+from bridge.api.endpoints import ApiError, Endpoint
+from bridge.auth.tokens import Principal
 from bridge.common import fields
 from bridge.common.redact import register
 from bridge.config.providers import EPacificAccount
@@ -17,10 +18,12 @@ from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.epacific.client import EPacificClient
 from bridge.providers.epacific.poller import CdrPoller, PresencePoller, guarded
 from bridge.providers.epacific.protocol import MAX_ID, EPacificError, cdr_event
+from bridge.providers.routes import Route, bind
 
 #: Default seconds a CDR may appear after its call started (the longest call expected).
 SETTLE = 3600.0
 LOOKUP_PATH = "/api/v1/epacific/{tenant}/cdrs/{call_id}"
+
 
 class EPacificProvider(Provider):
     def __init__(self, account: EPacificAccount, context: ProviderContext, *,
@@ -62,33 +65,33 @@ class EPacificProvider(Provider):
                 "presence": presence}
 
     def endpoints(self) -> list[Endpoint]:
-        return [Endpoint("GET", LOOKUP_PATH, self._lookup, "calls:read",
-                         "Look up an ePacific CDR by call id", LOOKUP_OPERATION,
-                         tags=("epacific",), tenant=self.tenant)]
+        return bind(ROUTES, self, self.tenant)
 
-    async def _lookup(self, request: Request, principal: Principal | None) -> Response:
-        provider = self
+
+async def lookup(provider: EPacificProvider, request: Request,
+                 principal: Principal | None) -> Response:
+    """The CDRs of the path's call id, as ePacific sent them and as events."""
+    try:
+        call_id = fields.identifier(request.path_params["call_id"], "call_id",
+                                    max_length=MAX_ID)
+    except fields.FieldError as exc:
+        raise ApiError(400, "bad_call_id", f"{exc} (1..{MAX_ID} printable characters, "
+                       "no blanks)") from None
+    try:
+        records = await provider.client.cdr_by_call_id(call_id)
+    except EPacificError as exc:
+        status = 502 if exc.kind != "network" else 504
+        raise ApiError(status, f"upstream_{exc.kind}", str(exc)) from None
+    if not records:
+        raise ApiError(404, "not_found", "ePacific has no CDR for this call id")
+    cdrs = []
+    for record in records:
         try:
-            call_id = fields.identifier(request.path_params["call_id"], "call_id",
-                                        max_length=MAX_ID)
-        except fields.FieldError as exc:
-            raise ApiError(400, "bad_call_id", f"{exc} (1..{MAX_ID} printable characters, "
-                           "no blanks)") from None
-        try:
-            records = await provider.client.cdr_by_call_id(call_id)
-        except EPacificError as exc:
-            status = 502 if exc.kind != "network" else 504
-            raise ApiError(status, f"upstream_{exc.kind}", str(exc)) from None
-        if not records:
-            raise ApiError(404, "not_found", "ePacific has no CDR for this call id")
-        cdrs = []
-        for record in records:
-            try:
-                event = cdr_event(provider.tenant, record, provider.tz)[0].to_dict()
-            except ValueError:
-                event = None
-            cdrs.append({"record": record, "event": event})
-        return JSONResponse({"tenant": provider.tenant, "call_id": call_id, "cdrs": cdrs})
+            event = cdr_event(provider.tenant, record, provider.tz)[0].to_dict()
+        except ValueError:
+            event = None
+        cdrs.append({"record": record, "event": event})
+    return JSONResponse({"tenant": provider.tenant, "call_id": call_id, "cdrs": cdrs})
 
 
 _EVENT = {"type": ["object", "null"], "description": "the call.completed event of the record "
@@ -118,3 +121,9 @@ LOOKUP_OPERATION: dict[str, Any] = {
         "504": {"description": "ePacific unreachable (code `upstream_network`)"},
     },
 }
+
+#: The routes of one ``[[epacific]]`` block.
+ROUTES: tuple[Route[EPacificProvider], ...] = (
+    Route("GET", LOOKUP_PATH, lookup, "calls:read", "Look up an ePacific CDR by call id",
+          LOOKUP_OPERATION, ("epacific",)),
+)

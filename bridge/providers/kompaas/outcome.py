@@ -115,11 +115,11 @@ def parse_uuid(value: Any) -> str:
         raise ValueError("is missing")
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    value = value.strip()
-    if len(value) > MAX_UUID_LENGTH or not _UUID_RE.fullmatch(value):
+    uuid = value.strip()
+    if len(uuid) > MAX_UUID_LENGTH or not _UUID_RE.fullmatch(uuid):
         raise ValueError(f"is not a verification call id (1..{MAX_UUID_LENGTH} printable "
                          "ASCII characters, no blanks)")
-    return value
+    return uuid
 
 
 def parse_q931(value: Any) -> int:

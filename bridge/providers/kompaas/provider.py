@@ -17,7 +17,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.api.endpoints import ApiError, Endpoint, Principal
+from bridge.api.endpoints import ApiError, Endpoint
+from bridge.auth.tokens import Principal
 from bridge.common.redact import register
 from bridge.config.providers import KompaasAccount
 from bridge.events import channels
@@ -26,7 +27,9 @@ from bridge.providers.kompaas import outcome as oc
 from bridge.providers.kompaas import schema
 from bridge.providers.kompaas.client import confirmation_call
 from bridge.providers.kompaas.pending import FINISHED, PENDING, Held, Pending, TableFull
-from bridge.providers.kompaas.store import PendingStore, StoreUnavailable, open_store
+from bridge.providers.kompaas.store import PendingStore, StoreUnavailable
+from bridge.providers.kompaas.stores import open_store
+from bridge.providers.routes import Route, bind
 
 log = logging.getLogger("bridge.providers.kompaas")
 
@@ -62,20 +65,7 @@ class KompaasProvider(Provider):
     # -- Provider ------------------------------------------------------------------------------
 
     def endpoints(self) -> list[Endpoint]:
-        async def start(request: Request, principal: Principal | None) -> Response:
-            return await self.start(request)
-
-        async def webhook(request: Request, principal: Principal | None) -> Response:
-            return await self.webhook(request)
-
-        return [
-            Endpoint("POST", START_PATH, start, "verifications:write",
-                     "Start a Kompaas verification call", schema.START, ("kompaas",),
-                     tenant=self.tenant),
-            Endpoint("POST", WEBHOOK_PATH, webhook, None,
-                     "Kompaas verification outcome webhook", schema.WEBHOOK, ("kompaas",),
-                     tenant=self.tenant),
-        ]
+        return bind(ROUTES, self, self.tenant)
 
     async def run(self) -> None:
         """The timer of this account: ends verifications whose deadline has passed.
@@ -260,6 +250,25 @@ class KompaasProvider(Provider):
             tenant=self.tenant, uuid=entry.uuid, outcome=held.outcome, occurred_at=time.time(),
             phone=entry.phone, started_at=entry.started_at, answer=entry.answer,
             q931=held.q931, final=held.final))
+
+
+async def _start(provider: KompaasProvider, request: Request,
+                 principal: Principal | None) -> Response:
+    return await provider.start(request)
+
+
+async def _webhook(provider: KompaasProvider, request: Request,
+                   principal: Principal | None) -> Response:
+    return await provider.webhook(request)
+
+
+#: The routes of one ``[[kompaas]]`` block.
+ROUTES: tuple[Route[KompaasProvider], ...] = (
+    Route("POST", START_PATH, _start, "verifications:write",
+          "Start a Kompaas verification call", schema.START, ("kompaas",)),
+    Route("POST", WEBHOOK_PATH, _webhook, None, "Kompaas verification outcome webhook",
+          schema.WEBHOOK, ("kompaas",)),
+)
 
 
 async def _read_json(request: Request, limit: int) -> Any:

@@ -1,11 +1,11 @@
-"""Where verifications wait for their outcome: the contract, its one-process form, the choice.
+"""Where verifications wait for their outcome: the contract and its one-process form.
 
 A ``memory://`` broker means one process: :class:`MemoryStore` keeps the pure
 :class:`~.pending.PendingTable`. Redis brokers (``redis://``, ``rediss://``,
 ``redis-cluster://``) mean any instance may receive the webhook of a verification another one
 started, and a restarted instance must still know what was pending:
-:class:`~.redis_store.RedisStore` keeps the same records in Redis. The provider only sees
-:class:`PendingStore`.
+:class:`~.redis_store.RedisStore` keeps the same records in Redis. :func:`.stores.open_store`
+picks one by the broker URL; the provider only sees :class:`PendingStore`.
 """
 
 from __future__ import annotations
@@ -96,12 +96,3 @@ class MemoryStore(PendingStore):
 
     async def next_deadline(self) -> float | None:
         return self.table.next_deadline()
-
-
-def open_store(broker_url: str, prefix: str, tenant: str, *, capacity: int) -> PendingStore:
-    """The store matching the broker: Redis (shared by every instance) or this process."""
-    if broker_url.startswith("memory:"):
-        return MemoryStore(capacity)
-    from bridge.providers.kompaas.redis_store import RedisStore
-
-    return RedisStore(broker_url, prefix=prefix, tenant=tenant, capacity=capacity)

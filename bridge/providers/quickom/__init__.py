@@ -9,11 +9,13 @@ from typing import Any
 
 from bridge.config.providers import QuickomAccount
 from bridge.providers.base import ProviderContext
+from bridge.providers.quickom import api
 from bridge.providers.quickom.provider import QuickomProvider
 
 __all__ = ["QuickomProvider", "create"]
 
 
 def create(account: QuickomAccount, context: ProviderContext, **extra: Any) -> QuickomProvider:
-    """The provider of one ``[[quickom]]`` block; unknown ``extra`` is ignored."""
-    return QuickomProvider(account, context)
+    """The provider of one ``[[quickom]]`` block, serving its webhook and API routes; unknown
+    ``extra`` is ignored."""
+    return QuickomProvider(account, context, routes=api.ROUTES)

@@ -1,32 +1,34 @@
-"""callbridge's HTTP API over Quickom: call detail and streamed recording download.
+"""callbridge's HTTP routes for Quickom: the call webhook, call detail and streamed recording
+download.
 
-Each Quickom provider declares these endpoints for its own tenant; the API router sends each
-request to the provider of the tenant in its path.
+Each Quickom provider declares these routes for its own tenant (:data:`ROUTES`, which the
+package's ``create`` gives it); the API router sends each request to the provider of the tenant
+in its path.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from bridge.api.endpoints import ApiError, Endpoint, Principal
+from bridge.api.endpoints import ApiError
+from bridge.auth.tokens import Principal
 from bridge.common import fields
 from bridge.providers.quickom.calls import MAX_ID
 from bridge.providers.quickom.client import QuickomError
-
-if TYPE_CHECKING:
-    from bridge.providers.quickom.provider import QuickomProvider
+from bridge.providers.quickom.provider import QuickomProvider
+from bridge.providers.routes import Route
 
 _CHUNK = 64 * 1024
 _PASSED_HEADERS = ("content-type", "content-length", "content-disposition")
 _INDEX = re.compile(r"[0-9]{1,6}")
 
 _PARTY = {"type": "object", "additionalProperties": True}
-_CALL = {
+_CALL: dict[str, Any] = {
     "type": "object",
     "description": "The call as Quickom describes it (call/detail).",
     "properties": {
@@ -106,73 +108,87 @@ def _selector(request: Request) -> tuple[str | None, int | None]:
     return None, int(index_text)
 
 
-def api_endpoints(provider: QuickomProvider) -> list[Endpoint]:
-    async def detail(request: Request, principal: Principal | None) -> Response:
-        try:
-            return JSONResponse(await provider.client.detail(_call_id(request)))
-        except QuickomError as exc:
-            raise _raise(exc) from None
+async def webhook(provider: QuickomProvider, request: Request,
+                  principal: Principal | None) -> Response:
+    return await provider.receive(request)
 
-    async def recording(request: Request, principal: Principal | None) -> Response:
-        call_id = _call_id(request)
-        record_id, record_index = _selector(request)
-        try:
-            call = await provider.client.detail(call_id)
-            files = call.get("record_files")
-            files = files if isinstance(files, list) else []
-            if call.get("has_record") is not True or not files:
-                raise ApiError(404, "no_recording", "the call has no recording")
-            if record_id is not None:
-                if not any(isinstance(f, dict) and str(f.get("record_id")) == record_id
-                           for f in files):
-                    raise ApiError(404, "recording_not_found", "the call has no such record_id")
-            elif record_index is not None and record_index >= len(files):
-                raise ApiError(404, "recording_not_found",
-                               f"record_index must be below {len(files)}")
-            upstream = await provider.client.open_download(
-                call_id, record_id=record_id, record_index=record_index)
-        except QuickomError as exc:
-            raise _raise(exc) from None
 
-        async def body() -> AsyncIterator[bytes]:
-            # Chunks pass through as they arrive: a recording is never held in memory whole.
-            async for chunk in upstream.aiter_raw(_CHUNK):
-                yield chunk
+async def detail(provider: QuickomProvider, request: Request,
+                 principal: Principal | None) -> Response:
+    try:
+        return JSONResponse(await provider.client.detail(_call_id(request)))
+    except QuickomError as exc:
+        raise _raise(exc) from None
 
-        headers = {k: upstream.headers[k] for k in _PASSED_HEADERS if k in upstream.headers}
-        headers.setdefault("content-type", "application/octet-stream")
-        if "content-encoding" in upstream.headers:
-            headers["content-encoding"] = upstream.headers["content-encoding"]
-        return StreamingResponse(body(), headers=headers,
-                                 background=BackgroundTask(upstream.aclose))
 
-    base = "/api/v1/quickom/{tenant}/calls/{call_id}"
-    call_param = {"name": "call_id", "in": "path", "required": True,
-                  "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
-    return [
-        Endpoint("GET", base, detail, "calls:read", "Quickom call detail", {
-            "description": "Proxies Quickom's call/detail for the tenant's account.",
-            "parameters": [call_param],
-            "responses": {"200": {"description": "the call", "content": {
-                "application/json": {"schema": _CALL}}}, **_upstream_errors()},
-        }, ("quickom",), tenant=provider.tenant),
-        Endpoint("GET", base + "/recording", recording, "calls:read",
-                 "Download a Quickom call recording (streamed)", {
-            "description": "Streams Quickom's record/download. `record_id` wins over "
-                           "`record_index`; with neither, the first recording.",
-            "parameters": [
-                call_param,
-                {"name": "record_id", "in": "query", "required": False,
-                 "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID}},
-                {"name": "record_index", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 0, "maximum": 999_999}},
-            ],
-            "responses": {
-                "200": {"description": "the recording", "content": {
-                    "application/octet-stream": {"schema": {"type": "string",
-                                                            "format": "binary"}}}},
-                "400": _error("invalid call_id, record_id or record_index"),
-                **_upstream_errors(),
-            },
-        }, ("quickom",), tenant=provider.tenant),
-    ]
+async def recording(provider: QuickomProvider, request: Request,
+                    principal: Principal | None) -> Response:
+    call_id = _call_id(request)
+    record_id, record_index = _selector(request)
+    try:
+        call = await provider.client.detail(call_id)
+        files = call.get("record_files")
+        files = files if isinstance(files, list) else []
+        if call.get("has_record") is not True or not files:
+            raise ApiError(404, "no_recording", "the call has no recording")
+        if record_id is not None:
+            if not any(isinstance(f, dict) and str(f.get("record_id")) == record_id
+                       for f in files):
+                raise ApiError(404, "recording_not_found", "the call has no such record_id")
+        elif record_index is not None and record_index >= len(files):
+            raise ApiError(404, "recording_not_found",
+                           f"record_index must be below {len(files)}")
+        upstream = await provider.client.open_download(
+            call_id, record_id=record_id, record_index=record_index)
+    except QuickomError as exc:
+        raise _raise(exc) from None
+
+    async def body() -> AsyncIterator[bytes]:
+        # Chunks pass through as they arrive: a recording is never held in memory whole.
+        async for chunk in upstream.aiter_raw(_CHUNK):
+            yield chunk
+
+    headers = {k: upstream.headers[k] for k in _PASSED_HEADERS if k in upstream.headers}
+    headers.setdefault("content-type", "application/octet-stream")
+    if "content-encoding" in upstream.headers:
+        headers["content-encoding"] = upstream.headers["content-encoding"]
+    return StreamingResponse(body(), headers=headers,
+                             background=BackgroundTask(upstream.aclose))
+
+
+_CALLS = "/api/v1/quickom/{tenant}/calls/{call_id}"
+_CALL_PARAM = {"name": "call_id", "in": "path", "required": True,
+               "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
+_DETAIL_OP: dict[str, Any] = {
+    "description": "Proxies Quickom's call/detail for the tenant's account.",
+    "parameters": [_CALL_PARAM],
+    "responses": {"200": {"description": "the call", "content": {
+        "application/json": {"schema": _CALL}}}, **_upstream_errors()},
+}
+_RECORDING_OP: dict[str, Any] = {
+    "description": "Streams Quickom's record/download. `record_id` wins over "
+                   "`record_index`; with neither, the first recording.",
+    "parameters": [
+        _CALL_PARAM,
+        {"name": "record_id", "in": "query", "required": False,
+         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID}},
+        {"name": "record_index", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 0, "maximum": 999_999}},
+    ],
+    "responses": {
+        "200": {"description": "the recording", "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "400": _error("invalid call_id, record_id or record_index"),
+        **_upstream_errors(),
+    },
+}
+
+#: The routes of one ``[[quickom]]`` block.
+ROUTES: tuple[Route[QuickomProvider], ...] = (
+    Route("POST", "/webhooks/quickom/{tenant}", webhook, None,
+          "Receive a Quickom call webhook", webhook_operation(), ("quickom",)),
+    Route("GET", _CALLS, detail, "calls:read", "Quickom call detail", _DETAIL_OP,
+          ("quickom",)),
+    Route("GET", _CALLS + "/recording", recording, "calls:read",
+          "Download a Quickom call recording (streamed)", _RECORDING_OP, ("quickom",)),
+)

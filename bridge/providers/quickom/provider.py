@@ -1,20 +1,21 @@
 """The Quickom provider of one tenant: webhook receiver, backfill poller, API endpoints.
 
 Several ``[[quickom]]`` blocks declare the same paths (they carry ``{tenant}``); the API router
-hands each request to the provider of the tenant in its path.
+hands each request to the provider of the tenant in its path. The routes themselves are in
+:mod:`.api`, given to the provider by the package's ``create``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.api.endpoints import ApiError, Endpoint, Principal
+from bridge.api.endpoints import ApiError, Endpoint
 from bridge.brokers.base import BrokerError
 from bridge.common import fields
 from bridge.common.backoff import backoff
@@ -24,11 +25,11 @@ from bridge.common.redact import redact, register
 from bridge.config.providers import QuickomAccount
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.quickom import signature
-from bridge.providers.quickom.api import api_endpoints, webhook_operation
 from bridge.providers.quickom.backfill import Backfill, SeenCalls
 from bridge.providers.quickom.calls import MAX_ID, InvalidCall, call_event
 from bridge.providers.quickom.client import QuickomClient, QuickomError
 from bridge.providers.quickom.webhook import read_body
+from bridge.providers.routes import Route, bind
 
 log = logging.getLogger("bridge.providers.quickom")
 
@@ -39,7 +40,10 @@ REJECT_LOG_INTERVAL = 60.0
 
 
 class QuickomProvider(Provider):
-    def __init__(self, account: QuickomAccount, context: ProviderContext) -> None:
+    def __init__(self, account: QuickomAccount, context: ProviderContext, *,
+                 routes: Sequence[Route[QuickomProvider]] = ()) -> None:
+        """``routes``: the tenant's webhook and API routes (:data:`.api.ROUTES`, given by the
+        package's ``create``)."""
         self.account = account
         self.tenant = account.tenant
         self.name = f"quickom/{account.tenant}"
@@ -58,19 +62,12 @@ class QuickomProvider(Provider):
         self._ok = True
         self._last_error: str | None = None
         self._rejected_log = Every(REJECT_LOG_INTERVAL)
+        self.routes = routes
 
     # -- webhook ---------------------------------------------------------------------------------
 
     def endpoints(self) -> list[Endpoint]:
-        async def webhook(request: Request, principal: Principal | None) -> Response:
-            return await self.receive(request)
-
-        return [
-            Endpoint("POST", "/webhooks/quickom/{tenant}", webhook, None,
-                     "Receive a Quickom call webhook", webhook_operation(), ("quickom",),
-                     tenant=self.tenant),
-            *api_endpoints(self),
-        ]
+        return bind(self.routes, self, self.tenant)
 
     def _rejected(self, request: Request, why: str) -> None:
         """Count a refused webhook; warn at most every REJECT_LOG_INTERVAL seconds (a wrong

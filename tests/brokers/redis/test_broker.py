@@ -17,7 +17,6 @@ import redis.asyncio as aioredis
 
 from bridge.brokers.base import BrokerError, ReplayStatus
 from bridge.brokers.redis.broker import RedisBroker
-from bridge.brokers.redis.pubsub import Probe
 from bridge.brokers.redis.wire import display_url, frame_offset
 from bridge.events.event import Event, EventType, envelope
 from bridge.redisconn.clients import drop_prefix
@@ -98,26 +97,6 @@ def test_frame_offset_reads_the_offset_of_an_envelope() -> None:
 )
 def test_frame_offset_rejects_other_messages(frame: bytes) -> None:
     assert frame_offset(frame, b"calls:acme") is None
-
-
-def test_probe_clock_sends_waits_and_fails_without_io() -> None:
-    probe = Probe(interval=5.0, timeout=2.0)
-    probe.reset(100.0)
-    action, payload = probe.step(100.0)
-    assert action == "send"
-    probe.sent(100.1)
-    assert probe.step(101.0) == ("wait", pytest.approx(1.1))
-    probe.received(b"not the payload")
-    probe.received(payload)
-    assert probe.last_ok is not None and probe.failures == 0
-    assert probe.step(101.0) == ("wait", pytest.approx(4.0))  # next one 5 s after the first
-    action, second = probe.step(105.0)
-    assert action == "send" and second != payload
-    probe.sent(105.0)
-    probe.received(payload)  # a late answer to the old probe does not count
-    assert probe.step(107.0) == ("fail", 0.0)
-    assert probe.failures == 1
-    assert Probe(interval=None, timeout=2.0).step(0.0)[0] == "wait"
 
 
 def test_display_url_has_no_credentials() -> None:
@@ -469,23 +448,6 @@ async def test_commands_raise_broker_error_while_redis_is_down(
             assert "pw-s3cret" not in caplog.text
         finally:
             await broker.close()
-
-
-def test_probe_is_patient_with_a_busy_subscription() -> None:
-    from bridge.brokers.redis.pubsub import Probe
-
-    probe = Probe(interval=5.0, timeout=2.0)
-    probe.reset(0.0)
-    action, payload = probe.step(0.0)
-    assert action == "send"
-    probe.sent(0.0)
-    # events keep arriving while the echo is queued behind them: never a failure
-    for now in (1.5, 3.0, 4.5, 6.0):
-        probe.activity(now)
-        assert probe.step(now + 1.0)[0] == "wait"
-    # then silence: the timeout counts from the last message
-    assert probe.step(8.1)[0] == "fail"
-    assert probe.failures == 1
 
 
 async def test_a_busy_event_loop_is_not_taken_for_a_dead_subscription(broker: RedisBroker,

@@ -14,7 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from bridge.brokers.base import BrokerError, ReplayStatus, offset_key
-from bridge.brokers.redis.cluster import RedisClusterBroker, parse_url
+from bridge.brokers.redis.cluster import RedisClusterBroker
 from bridge.events.event import envelope
 from tests.brokers.collector import WAIT, Collector
 from tests.support.redis_cluster import Cluster, binaries_missing, redis_cluster
@@ -76,14 +76,6 @@ async def spread(cluster: Cluster, prefix: str) -> list[str]:
 
 def event(n: int) -> bytes:
     return orjson.dumps({"id": f"ev-{n}", "type": "call.created", "n": n})
-
-
-async def test_parse_url_reads_every_node_and_the_password() -> None:
-    nodes, user, password = parse_url("redis-cluster://app:s%40cret@10.0.0.1:7000,[::1]:7001")
-    assert nodes == [("10.0.0.1", 7000), ("::1", 7001)]
-    assert (user, password) == ("app", "s@cret")
-    with pytest.raises(ValueError):
-        parse_url("redis://127.0.0.1:6379")
 
 
 async def test_publish_across_slots_delivers_by_sharded_pubsub(cluster: Cluster, prefix: str) -> None:

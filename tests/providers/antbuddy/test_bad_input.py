@@ -18,12 +18,12 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from bridge.api.routes import api_routes
-from bridge.api.security import mint_api
+from bridge.auth.tokens import mint_api
 from bridge.cluster.cursors import MemoryCursors
 from bridge.common.fields import FieldError
 from bridge.events.event import Event
 from bridge.http.serving import AppServer
-from bridge.providers.antbuddy import rest
+from bridge.providers.antbuddy import create, rest
 from bridge.providers.antbuddy.provider import AntBuddyRest
 from bridge.providers.base import ProviderContext
 from bridge.simulator.app import Simulator, SimulatorSettings
@@ -102,7 +102,7 @@ async def rig() -> AsyncIterator[Rig]:
                                   sip_password=None)
         context = ProviderContext(submit=lambda e: events.append(e) or True, http=http,
                                   cursors=MemoryCursors())
-        provider = AntBuddyRest(account, context)
+        provider = create(account, context)
         app = Starlette(routes=api_routes(provider.endpoints(), jwt_secret=JWT, leeway=5))
         async with AppServer(app) as server:
             yield Rig(sim, provider, server.url, http, events)

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from bridge.api.security import mint_api
+from bridge.auth.tokens import mint_api
 from bridge.simulator.calls import Endpoint, Outcome, plan_call
 from tests.scenarios.conftest import (
     ACCOUNT,

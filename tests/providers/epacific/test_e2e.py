@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 
-from bridge.api.security import mint_api
+from bridge.auth.tokens import mint_api
 from bridge.http.serving import AppServer
 from bridge.providers.epacific.protocol import cdr_event_id
 from bridge.simulator.epacific import EPacificFake

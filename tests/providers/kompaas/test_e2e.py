@@ -6,7 +6,7 @@ import secrets
 
 import httpx
 
-from bridge.api.security import mint_api
+from bridge.auth.tokens import mint_api
 from bridge.http.serving import AppServer
 from bridge.simulator.kompaas import KompaasFake
 from tests.scenarios.conftest import JWT_SECRET, eventually, start_bridge, watch  # noqa: F401

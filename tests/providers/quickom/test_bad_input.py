@@ -18,7 +18,7 @@ import pytest
 from starlette.applications import Starlette
 
 from bridge.api.routes import api_routes
-from bridge.api.security import mint_api
+from bridge.auth.tokens import mint_api
 from bridge.cluster.cursors import MemoryCursors
 from bridge.config.providers import QuickomAccount
 from bridge.events.event import Event

@@ -6,7 +6,7 @@ import secrets
 
 import httpx
 
-from bridge.api.security import mint_api
+from bridge.auth.tokens import mint_api
 from bridge.config.model import Config
 from bridge.core.service import Service
 from bridge.http.app import build_app
