@@ -1,0 +1,1 @@
+"""JSON Web Tokens: client tokens for /ws and API tokens, both pure code."""

@@ -1,4 +1,5 @@
-"""Benchmarks: callbridge side by side with a bare ``websockets`` ceiling and a python-socketio peer.
+"""Benchmarks: callbridge side by side with a bare ``websockets`` ceiling and a
+python-socketio peer.
 
 ``callbridge bench SCENARIO`` (see docs/performance.md). Servers under test run as
 subprocesses; clients run in worker processes; the driver (this process) injects events, reads

@@ -1,7 +1,7 @@
 """The broker contract: publish events to channels, keep their history, feed local subscribers.
 
-A broker is chosen by URL scheme (:func:`bridge.core.backends.from_url`). Every backend passes the same
-contract suite (tests/brokers/test_contract.py).
+A broker is chosen by URL scheme (:func:`bridge.core.backends.from_url`). Every backend passes
+the same contract suite (tests/brokers/test_contract.py).
 
 Delivery to this process: the broker calls the one handler set with :meth:`Broker.set_handler`
 for every message on a channel this process subscribed, as ``handler(channel, offset, frame)``

@@ -1,0 +1,1 @@
+"""What the instances of a deployment share besides events: leases, revocations, cursors."""

@@ -1,7 +1,7 @@
 """The lease keys on Redis (and their one-process stand-in): acquire, renew, mark live, release.
 
-The protocol (who holds what, and when) is in :mod:`bridge.cluster.leases`; this module is the storage
-side only: one key ``<prefix>lease:<stream>`` per stream, changed by compare-and-set scripts
+The protocol (who holds what, and when) is in :mod:`bridge.cluster.leases`; this module is the
+storage side only: one key ``<prefix>lease:<stream>`` per stream, changed by compare-and-set scripts
 so that an instance only ever extends, marks or deletes its own value.
 """
 

@@ -13,8 +13,8 @@ this instance, heard from another, or found at a resync, so open connections hol
 are closed at once.
 
 - :class:`MemoryRevocations`: one process; always in sync.
-- :class:`RedisRevocations`: the revoked ids live in Redis (:mod:`bridge.cluster.revocation_wire`); a
-  notice on ``<prefix>control:revoked`` tells every instance at once. Notices sent while an
+- :class:`RedisRevocations`: the revoked ids live in Redis
+  (:mod:`bridge.cluster.revocation_wire`); a notice on ``<prefix>control:revoked`` tells every instance at once. Notices sent while an
   instance's subscription was away are lost, so after every subscribe (at start and after each lost
   connection) the instance reads the whole list again and merges it into its copy (one owned
   task, retried with backoff until it succeeds). Until the first read succeeds the instance

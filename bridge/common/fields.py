@@ -1,7 +1,7 @@
 """Strict readers for the fields of provider input: webhook bodies, polled answers, API bodies.
 
-Pure code that imports nothing from callbridge, so every provider (and :mod:`bridge.upstream.kazoo`) can
-use it without an import cycle. Each reader takes the raw JSON value and the field's name and
+Pure code that imports nothing from callbridge, so every provider (and
+:mod:`bridge.upstream.kazoo`) can use it without an import cycle. Each reader takes the raw JSON value and the field's name and
 returns the value in its documented form, or raises :class:`FieldError`, whose message names the
 field and the rule but never repeats the value (it may be a secret, or megabytes of junk).
 

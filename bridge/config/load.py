@@ -1,7 +1,8 @@
 """Reading the configuration: a TOML file, then ``CALLBRIDGE__`` environment overrides.
 
 Every problem is reported at once in one :class:`ConfigError` whose lines each name a key (and
-the variable it came from); no secret is ever echoed. The schema itself is :mod:`bridge.config.model`.
+the variable it came from); no secret is ever echoed. The schema itself is
+:mod:`bridge.config.model`.
 """
 
 from __future__ import annotations

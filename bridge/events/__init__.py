@@ -1,0 +1,1 @@
+"""The normalized event and channel names: pure code, the schema of docs/events.md."""

@@ -1,0 +1,1 @@
+"""The ASGI app and its server: /ws, the API, health, metrics and static files."""

@@ -1,0 +1,2 @@
+"""Redis plumbing shared by the broker and the cluster coordination: URLs, clients, the
+pub/sub keeper."""

@@ -2,8 +2,8 @@
 
 Feed :meth:`CallHistory.observe` every signal the simulator generates (it has the ``emit``
 signature of :class:`bridge.simulator.traffic.Traffic`; the simulator's ``emit`` sends each
-signal both to the hub and here). A call becomes one record, in the provider's documented shape, when its A-leg
-(the leg whose ``Call-ID`` is the ``Bridge-ID``) is destroyed.
+signal both to the hub and here). A call becomes one record, in the provider's documented
+shape, when its A-leg (the leg whose ``Call-ID`` is the ``Bridge-ID``) is destroyed.
 """
 
 from __future__ import annotations

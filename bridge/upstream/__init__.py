@@ -1,0 +1,1 @@
+"""AntBuddy's signal path: connection, dialects, session loop, tokens, Kazoo normalization."""

@@ -1,4 +1,5 @@
-"""Kazoo call events to normalized :class:`~bridge.events.event.Event` objects. Pure: no I/O, no clock.
+"""Kazoo call events to normalized :class:`~bridge.events.event.Event` objects. Pure: no I/O,
+no clock.
 
 The rules (id, time, extension, direction) are documented in docs/events.md; this module is
 their single implementation.

@@ -1,5 +1,6 @@
 """Stream hand-over between instances on a real Redis (and a real Redis Cluster): the live mark
-in the lease key, the lease notices, and :func:`bridge.cluster.leases.hand_over` with two runners."""
+in the lease key, the lease notices, and :func:`bridge.cluster.leases.hand_over` with two
+runners."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Broker outages: upstream stays up, local clients keep receiving, the buffer is published later."""
+"""Broker outages: upstream stays up, local clients keep receiving, the buffer is published
+later."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The Redis backends: redis:// and redis-cluster://, their wire format and subscriptions."""

@@ -3,8 +3,8 @@
 Key names, scripts and the frame format are in :mod:`bridge.brokers.redis.wire` and
 docs/brokers.md. One publish is one round trip: a Lua script marks the event id (de-duplication
 across every process sharing the prefix), reads or creates each channel's epoch, appends to each
-stream and publishes each channel's :func:`bridge.events.event.envelope` frame. A replay is one script
-too, so its epoch check, trim check and read see one consistent state.
+stream and publishes each channel's :func:`bridge.events.event.envelope` frame. A replay is one
+script too, so its epoch check, trim check and read see one consistent state.
 
 Live delivery uses one pub/sub connection read by one owned task, kept alive (reconnect, liveness
 probe, re-subscribe) by :class:`bridge.redisconn.keeper.Keeper`; what was published while it was

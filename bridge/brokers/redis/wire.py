@@ -1,4 +1,5 @@
-"""The Redis wire format of callbridge's brokers (pure): key names, Lua scripts, frame parsing, URLs.
+"""The Redis wire format of callbridge's brokers (pure): key names, Lua scripts, frame
+parsing.
 
 Shared by ``redis://`` (:mod:`bridge.brokers.redis.broker`) and ``redis-cluster://``
 (:mod:`bridge.brokers.redis.cluster`): both run the same scripts on the same keys, with no I/O here.
@@ -40,7 +41,8 @@ def pubsub_channel(prefix: str, channel: str, *, sharded: bool = False) -> str:
 
 
 def channel_of(prefix: bytes, name: bytes) -> str | None:
-    """The channel of a pub/sub name made by :func:`pubsub_channel`, None if not under ``prefix``."""
+    """The channel of a pub/sub name made by :func:`pubsub_channel`; None if not under
+    ``prefix``."""
     if not name.startswith(prefix):
         return None
     rest = name[len(prefix) :]
