@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "bridge"
 
 #: Bottom to top, as docs/design.md lists them. "bridge" is the package itself (its version).
-LAYERS = ("bridge", "common", "events", "redisconn", "config", "auth", "api", "brokers",
+LAYERS = ("bridge", "common", "events", "calls", "redisconn", "config", "auth", "api", "brokers",
           "cluster", "upstream", "providers", "downstream", "core", "admin", "http", "simulator",
           "bench", "cli", "__main__")
 

@@ -14,6 +14,12 @@ channel's history. Offsets increase within an epoch. When the history is lost (R
 restarted empty, a ``memory://`` process restarted) the channel gets a new epoch, so a client
 holding an offset of the old epoch is told its gap cannot be filled, rather than being handed a
 silent partial replay (:meth:`Broker.replay`).
+
+Live state: a publish may carry a :class:`~bridge.calls.change.Change`, applied to the state of
+every channel of the event in the same atomic step as the append to its history; a
+:meth:`Broker.snapshot` reads a channel's state together with its position, so the state is
+exactly that of the events up to that offset. The state lives and is lost with the history
+(a new epoch starts with an empty state).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable, Sequence
+
+from bridge.calls.change import Change, Record
 
 MessageHandler = Callable[[str, str, bytes], None]
 #: ``gap(channel, reason, epoch)``: see :meth:`Broker.set_gap_handler`.
@@ -49,6 +57,17 @@ class ReplayStatus(StrEnum):
     TRIMMED = "trimmed"
     #: The client's offset is older than the configured maximum history age.
     TOO_OLD = "too_old"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A channel's live state at a known position: ``records`` reflect exactly the events up
+    to ``offset`` of ``epoch`` (``"0-0"``: none yet)."""
+
+    epoch: str
+    offset: str
+    #: Record key (``leg:<call id>``, ``ext:<extension>``) -> record.
+    records: dict[str, Record] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,7 +134,8 @@ class Broker(ABC):
 
     @abstractmethod
     async def publish(
-        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
+        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None,
+        change: Change | None = None,
     ) -> list[str] | None:
         """Append ``event_json`` to each channel's history and publish its envelope.
 
@@ -126,7 +146,17 @@ class Broker(ABC):
         With ``event_id``: when the same id was published within the broker's de-duplication
         window, by this process or any other sharing the broker, nothing is published and None
         is returned. Marking the id and publishing are atomic.
+
+        With ``change``: it is applied (:func:`bridge.calls.change.apply`) to the state of each
+        channel in the same atomic step as that channel's append, and not at all when the event
+        is a repeat.
         """
+
+    @abstractmethod
+    async def snapshot(self, channel: str) -> Snapshot:
+        """The channel's state and position, read in one atomic step (the epoch is created if
+        the channel has none, as :meth:`position` does). Raises :class:`BrokerError` when the
+        broker cannot answer."""
 
     @abstractmethod
     async def subscribe(self, channel: str) -> None:

@@ -11,13 +11,14 @@ import time
 from collections import deque
 from typing import Sequence
 
-from bridge.brokers.base import Broker, Replay, ReplayStatus, offset_key
+from bridge.brokers.base import Broker, Replay, ReplayStatus, Snapshot, offset_key
+from bridge.calls.change import Change, Record, apply
 from bridge.common.recent import RecentWindow
 from bridge.events.event import envelope
 
 
 class _Channel:
-    __slots__ = ("epoch", "ring", "last", "dropped")
+    __slots__ = ("epoch", "ring", "last", "dropped", "records", "tombstones")
 
     def __init__(self) -> None:
         self.epoch = secrets.token_hex(6)
@@ -26,6 +27,9 @@ class _Channel:
         self.last = (0, -1)
         #: The newest offset evicted from the ring: entries up to it are gone.
         self.dropped = (0, -1)
+        #: Live state (:mod:`bridge.calls.change`).
+        self.records: dict[str, Record] = {}
+        self.tombstones: dict[str, float] = {}
 
 
 class MemoryBroker(Broker):
@@ -52,17 +56,21 @@ class MemoryBroker(Broker):
         return channel
 
     async def publish(
-        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
+        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None,
+        change: Change | None = None,
     ) -> list[str] | None:
         if event_id is not None and not self._seen.add(event_id):
             return None
-        ms = int(time.time() * 1000)
+        now = time.time()
+        ms = int(now * 1000)
         offsets = []
         for name in channels:
             channel = self._channel(name)
             last_ms, last_seq = channel.last
             channel.last = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
             offset = f"{channel.last[0]}-{channel.last[1]}"
+            if change is not None:
+                apply(channel.records, channel.tombstones, change, now)
             frame = envelope(name, channel.epoch, offset, event_json)
             if self._history_length:
                 ring = channel.ring
@@ -91,6 +99,11 @@ class MemoryBroker(Broker):
         state = self._channel(channel)
         ms, seq = state.last
         return state.epoch, f"{ms}-{seq}" if seq >= 0 else "0-0"
+
+    async def snapshot(self, channel: str) -> Snapshot:
+        state = self._channel(channel)
+        epoch, offset = await self.position(channel)
+        return Snapshot(epoch, offset, {k: dict(r) for k, r in state.records.items()})
 
     async def history(
         self, channel: str, after: str | None, limit: int

@@ -31,7 +31,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.brokers.base import Broker, BrokerError, Replay
+from bridge.brokers.base import Broker, BrokerError, Replay, Snapshot
+from bridge.calls.change import Change
 from bridge.common.logs import Every
 from bridge.common.recent import RecentIds
 from bridge.events.event import frame_epoch, frame_event_id
@@ -59,7 +60,7 @@ class ResilientBroker(Broker):
         super().__init__()
         self.inner = inner
         self.display_url = inner.display_url
-        self._buffer: deque[tuple[list[str], bytes, str | None]] = deque()
+        self._buffer: deque[tuple[list[str], bytes, str | None, Change | None]] = deque()
         self._buffer_events = buffer_events
         self._retry_delay = retry_delay
         self._publish_timeout = publish_timeout
@@ -132,7 +133,8 @@ class ResilientBroker(Broker):
     # -- publishing ----------------------------------------------------------------------------
 
     async def publish(
-        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
+        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None,
+        change: Change | None = None,
     ) -> list[str] | None:
         if event_id is not None and event_id in self._published:
             # It came back from the broker already (another instance running the same stream
@@ -146,7 +148,7 @@ class ResilientBroker(Broker):
             self._enter_outage("broker subscription " + str(self.inner.health().get("state")))
         elif not self._buffer:
             try:
-                return await self._publish(channels, event_json, event_id)
+                return await self._publish(channels, event_json, event_id, change)
             except BrokerError as exc:
                 self._enter_outage(str(exc))
         if len(self._buffer) >= self._buffer_events:
@@ -156,18 +158,19 @@ class ResilientBroker(Broker):
                           "only, not published (%d so far)", self._buffer_events,
                           self.counts["overflow"])
             return self._deliver_locally(channels, event_json, event_id)
-        self._buffer.append((list(channels), event_json, event_id))
+        self._buffer.append((list(channels), event_json, event_id, change))
         self.counts["buffered"] += 1
         self._wake.set()
         return self._deliver_locally(channels, event_json, event_id)
 
     async def _publish(self, channels: Sequence[str], event_json: bytes,
-                       event_id: str | None) -> list[str] | None:
+                       event_id: str | None, change: Change | None) -> list[str] | None:
         # A publish that timed out may have been applied: retrying it is safe because the
         # broker drops a second publish of the same event id.
         try:
             async with asyncio.timeout(self._publish_timeout):
-                return await self.inner.publish(channels, event_json, event_id=event_id)
+                return await self.inner.publish(channels, event_json, event_id=event_id,
+                                                change=change)
         except TimeoutError:
             raise BrokerError(f"publish timed out after {self._publish_timeout:g}s") from None
 
@@ -188,7 +191,7 @@ class ResilientBroker(Broker):
                 if not self._inner_ready():
                     await asyncio.sleep(self._retry_delay)
                     continue
-                channels, event_json, event_id = self._buffer[0]
+                channels, event_json, event_id, change = self._buffer[0]
                 if event_id is not None and event_id in self._published:
                     # Another instance published it meanwhile (and Redis may have lost the
                     # mark since): this process's clients had it provisionally, then for real.
@@ -196,7 +199,7 @@ class ResilientBroker(Broker):
                     self.counts["already_published"] += 1
                     continue
                 try:
-                    await self._publish(channels, event_json, event_id)
+                    await self._publish(channels, event_json, event_id, change)
                 except BrokerError as exc:
                     self._enter_outage(str(exc))
                     await asyncio.sleep(self._retry_delay)
@@ -218,6 +221,13 @@ class ResilientBroker(Broker):
 
     async def epoch(self, channel: str) -> str:
         return await self.inner.epoch(channel)
+
+    async def snapshot(self, channel: str) -> Snapshot:
+        # Not while events wait in the buffer: the state would not have them yet, and the
+        # client would miss them (they come as live frames from before the snapshot's offset).
+        if self._buffer:
+            raise BrokerError("events are waiting to be published; the state is behind")
+        return await self.inner.snapshot(channel)
 
     async def position(self, channel: str) -> tuple[str, str]:
         return await self.inner.position(channel)

@@ -1,4 +1,5 @@
-"""From normalized events to the broker: de-duplicate, route to channels, publish in order.
+"""From normalized events to the broker: de-duplicate, route to channels, publish in order,
+with the change each event makes to its channels' live state (:mod:`bridge.calls.legs`).
 
 Upstream readers hand events over with :meth:`Pipeline.submit`, which never blocks: a bounded
 queue sits between them and the single publisher task, so a slow broker can never stall an
@@ -18,6 +19,7 @@ import logging
 import time
 
 from bridge.brokers.base import Broker, BrokerError
+from bridge.calls.legs import change_for
 from bridge.common.histogram import Histogram
 from bridge.common.logs import Every
 from bridge.common.recent import RecentIds
@@ -93,9 +95,11 @@ class Pipeline:
             event, submitted = await self._queue.get()
             data = event.to_json()
             targets = channels_for(event)
+            change = change_for(event)
             while True:
                 try:
-                    offsets = await self._broker.publish(targets, data, event_id=event.id)
+                    offsets = await self._broker.publish(targets, data, event_id=event.id,
+                                                         change=change)
                     # None: another process (or an earlier run) already published this event
                     if offsets is None:
                         self.counts["duplicates"] += 1

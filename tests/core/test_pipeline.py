@@ -12,6 +12,7 @@ import pytest
 
 from bridge.brokers.base import BrokerError
 from bridge.brokers.memory import MemoryBroker
+from bridge.calls.change import Change
 from bridge.core.pipeline import Pipeline, channels_for
 from bridge.events.event import Event, EventType
 
@@ -30,11 +31,12 @@ class FlakyBroker(MemoryBroker):
         self.failures = failures
 
     async def publish(self, channels: Sequence[str], event_json: bytes, *,
-                      event_id: str | None = None) -> list[str] | None:
+                      event_id: str | None = None,
+                      change: Change | None = None) -> list[str] | None:
         if self.failures:
             self.failures -= 1
             raise BrokerError("redis at 127.0.0.1:1: connect failed")
-        return await super().publish(channels, event_json, event_id=event_id)
+        return await super().publish(channels, event_json, event_id=event_id, change=change)
 
 
 @contextlib.asynccontextmanager

@@ -13,6 +13,7 @@ import pytest
 
 from bridge.brokers.base import BrokerError
 from bridge.brokers.memory import MemoryBroker
+from bridge.calls.change import Change
 from bridge.brokers.redis.broker import RedisBroker
 from bridge.brokers.resilient import ResilientBroker
 from bridge.downstream.hub import Hub
@@ -31,10 +32,11 @@ class FlakyBroker(MemoryBroker):
         self.down = False
 
     async def publish(self, channels: Sequence[str], event_json: bytes, *,
-                      event_id: str | None = None) -> list[str] | None:
+                      event_id: str | None = None,
+                      change: Change | None = None) -> list[str] | None:
         if self.down:
             raise BrokerError("backend unreachable")
-        return await super().publish(channels, event_json, event_id=event_id)
+        return await super().publish(channels, event_json, event_id=event_id, change=change)
 
 
 def event(n: int) -> tuple[str, bytes]:

@@ -1,0 +1,1 @@
+"""Live call state: what each channel's events say is happening now (pure code)."""
