@@ -68,3 +68,14 @@ def test_upstream_counts_token_refreshes():
     assert run["streams"] == 2
     assert run["refreshes"] > 0 and run["refresh_peak_per_s"] > 0
     assert run["failed_resubscribes"] >= 0
+
+
+def test_state_measures_snapshots_and_publishing_with_and_without_state():
+    data = bench("state", "--calls", "20", "--events", "1000")
+    check_shape(data, "state", ["callbridge"])
+    run = data["targets"]["callbridge"]["runs"][0]
+    assert run["active_calls"] == 20 and run["extensions"] == 40
+    assert run["publish_on_per_s"] > 0 and run["publish_off_per_s"] > 0
+    assert run["snapshot_p99_ms"] >= run["snapshot_p50_ms"] > 0
+    assert run["ws_state_p99_ms"] >= run["ws_state_p50_ms"] > 0
+    assert run["state_bytes"] > 20 * 100  # every call is in the message
