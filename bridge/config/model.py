@@ -174,6 +174,16 @@ class LeaseConfig(_Section):
     handover_timeout: float = Field(5.0, ge=0)
 
 
+class StateConfig(_Section):
+    """Live call state that cannot go stale: legs whose end never came are closed."""
+
+    #: Seconds after its start a leg still in the state is closed (``closed_by: max_age``);
+    #: 0: never.
+    max_call_age: float = Field(14400.0, ge=0)
+    #: Seconds between two sweeps of every tenant's state for legs past ``max_call_age``.
+    sweep_interval: float = Field(60.0, gt=0)
+
+
 class AntBuddyAccount(_Section):
     tenant: str = Field(pattern=r"^[A-Za-z0-9_.+\-]+$", max_length=64)
     oapi_url: str
@@ -192,7 +202,8 @@ class AntBuddyAccount(_Section):
     @field_validator("oapi_url", "ws_url")
     @classmethod
     def _url(cls, url: str, info: Any) -> str:
-        allowed = ("http", "https") if info.field_name == "oapi_url" else ("ws", "wss", "http", "https")
+        allowed = (("http", "https") if info.field_name == "oapi_url"
+                   else ("ws", "wss", "http", "https"))
         parts = urlsplit(url)
         if parts.scheme not in allowed or not parts.hostname:
             raise ValueError("expected a URL with scheme " + "/".join(allowed) + " and a host")
@@ -212,6 +223,7 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     lease: LeaseConfig = LeaseConfig()
+    state: StateConfig = StateConfig()
     antbuddy: list[AntBuddyAccount] = []
     quickom: list[QuickomAccount] = []
     epacific: list[EPacificAccount] = []

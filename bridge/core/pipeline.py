@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from bridge.brokers.base import Broker, BrokerError
 from bridge.calls.legs import change_for
@@ -60,6 +61,9 @@ class Pipeline:
         #: Seconds from submit to the broker's acknowledgement, per published event.
         self.latency = Histogram()
         self._overflow_log = Every(5.0)
+        #: Called with each event the broker took (not with repeats), right after its publish:
+        #: must not block (the closer of :mod:`bridge.core.closer` queues ``call.completed``).
+        self.on_published: Callable[[Event], None] | None = None
 
     def submit(self, event: Event) -> bool:
         """Queue ``event`` for publishing. Never blocks.
@@ -108,6 +112,8 @@ class Pipeline:
                         key = (event.provider, event.type)
                         self.published[key] = self.published.get(key, 0) + 1
                         self.latency.observe(time.monotonic() - submitted)
+                        if self.on_published is not None:
+                            self.on_published(event)
                     break
                 except BrokerError as exc:
                     # Keep the event and keep order; the queue absorbs upstream meanwhile.

@@ -16,6 +16,10 @@ its lease (:mod:`bridge.cluster.leases`); the broker and the shared state come f
 :mod:`bridge.core.backends`, the broker wrapped in
 :class:`bridge.brokers.resilient.ResilientBroker` so a broker outage never stops the streams nor
 local delivery.
+
+The :class:`bridge.core.closer.Closer` keeps the live state from going stale: it closes legs
+whose end never came (``[state] max_call_age``) and the legs of every call a published
+``call.completed`` reports.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ from bridge.cluster.leases import LeasedRunner, LeaseStore, LocalLeases, hand_ov
 from bridge.cluster.notices import RELEASED, LeaseNotices, LocalNotices, Notice
 from bridge.cluster.revocations import Revocations
 from bridge.common.redact import redact, register
-from bridge.config.changes import Changes, block_name, diff
+from bridge.config.changes import ACCOUNT_SECTIONS, Changes, block_name, diff
 from bridge.config.model import AntBuddyAccount, Config
 from bridge.core.backends import broker_for, coordination_for
+from bridge.core.closer import Closer
 from bridge.core.pipeline import Pipeline
 from bridge.core.streams import StreamFactory
 from bridge.downstream.hub import Hub
@@ -63,6 +68,10 @@ class Service:
         self.providers: list[Provider] = []
         self.hub = Hub(self.broker, client_queue_bytes=config.server.client_queue_bytes)
         self.pipeline = Pipeline(self.broker)
+        self.closer = Closer(self.broker, self.pipeline.submit, self.tenants,
+                             max_call_age=config.state.max_call_age,
+                             sweep_interval=config.state.sweep_interval)
+        self.pipeline.on_published = self.closer.completed
         self.streams: list[UpstreamStream] = []
         #: One per stream, same order as :attr:`streams`.
         self.runners: list[LeasedRunner] = []
@@ -105,6 +114,7 @@ class Service:
         await self.revocations.start()
         self._stack.push_async_callback(self.revocations.close)
         self._spawn(self.pipeline.run(), "pipeline")
+        self._spawn(self.closer.run(), "closer")
         for account in self.config.antbuddy:
             self._start_stream(account)
         # Listening only now: an instance that hears a release notice has its runners.
@@ -121,6 +131,11 @@ class Service:
         self._context = context
         log.info("callbridge %s started: broker %s, %d upstream stream(s)",
                  self.leases.instance_id, self.broker.display_url, len(self.streams))
+
+    def tenants(self) -> set[str]:
+        """The tenants of the running configuration's provider blocks."""
+        return {block.tenant for section in ACCOUNT_SECTIONS
+                for block in getattr(self.config, section)}
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
@@ -214,6 +229,8 @@ class Service:
         return max(0.0, self._deadline - time.monotonic())
 
     async def _wind_down(self) -> None:
+        # No more closing events: what is queued is published, nothing new is started.
+        await self._stop_task("closer")
         async with self._reload_lock:  # a reload in progress finishes first
             for runner in self.runners:
                 runner.detach()  # the streams run on, publishing, until taken over

@@ -1,4 +1,5 @@
-"""The HTTP and websocket application: health endpoints, ``/metrics`` and the downstream ``/ws``."""
+"""The HTTP and websocket application: health endpoints, ``/metrics``, the live state API
+and the downstream ``/ws``."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from starlette.types import Receive, Scope, Send
 from bridge import __version__
 from bridge.admin.api import AdminApi
 from bridge.api.endpoints import Endpoint
-from bridge.api.routes import openapi_document
+from bridge.api.routes import api_routes, openapi_document
 from bridge.config.model import Config
 from bridge.core.service import Service
 from bridge.downstream.endpoint import WsApp, ws_route
 from bridge.downstream.tally import log_summaries
 from bridge.http.metrics import metrics_endpoint, registry_for
 from bridge.http.serving import client_gone
+from bridge.http.state_api import state_endpoints
 from bridge.http.web import DemoBoard, web_routes
 
 
@@ -66,9 +68,12 @@ def build_app(config: Config, service: Service | None = None, *,
     endpoints: list[Endpoint] = []
     admin = AdminApi(svc, config, endpoints, config_path=config_path)
     metrics = registry_for(svc)
+    # The live state's endpoints serve every tenant on fixed paths: a reload does not change
+    # them (the admin API mounts the rest, which a reload may change).
+    state = state_endpoints(svc)
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document(endpoints))
+        return JSONResponse(openapi_document([*state, *endpoints]))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,6 +117,8 @@ def build_app(config: Config, service: Service | None = None, *,
         lifespan=lifespan,
         exception_handlers={ClientDisconnect: client_gone},
     )
+    app.router.routes.extend(api_routes(state, jwt_secret=config.auth.jwt_secret.get_secret_value(),
+                                        leeway=config.auth.leeway))
     app.router.routes.extend(web_routes(config, svc, demo=demo))
     app.state.service = svc
     app.state.metrics = metrics
