@@ -86,9 +86,12 @@ async def _throughput(broker: RedisBroker, calls: int, count: int) -> tuple[floa
         kind = EventType.HELD if block % 4 < 2 else EventType.UNHELD
         events = [_event(kind, (block * BLOCK + i) % calls, "b", second + block)
                   for i in range(BLOCK)]
+
+        async def send(i: int, block_events: list[Event] = events, on: bool = state) -> None:
+            await _publish(broker, block_events[i], state=on)
+
         started = time.perf_counter()
-        await common.paced(len(events), 0,
-                           lambda i, ev=events: _publish(broker, ev[i], state=state))
+        await common.paced(len(events), 0, send)
         spent[state] += time.perf_counter() - started
         done[state] += len(events)
     return done[True] / spent[True], done[False] / spent[False]

@@ -19,10 +19,6 @@ from tests.brokers.collector import Collector
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 HISTORY = 50
-#: Safety net only: every wait ends as soon as what it awaits happens. Scale it on a slow
-#: machine with CALLBRIDGE_TEST_TIMEOUT_SCALE.
-
-
 
 
 async def delete_prefix(prefix: str) -> None:

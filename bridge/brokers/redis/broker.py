@@ -3,8 +3,10 @@
 Key names, scripts and the frame format are in :mod:`bridge.brokers.redis.wire` and
 docs/brokers.md. One publish is one round trip: a Lua script marks the event id (de-duplication
 across every process sharing the prefix), reads or creates each channel's epoch, appends to each
-stream and publishes each channel's :func:`bridge.events.event.envelope` frame. A replay is one
-script too, so its epoch check, trim check and read see one consistent state.
+stream, applies the event's :class:`~bridge.calls.change.Change` to each channel's live state
+(:mod:`bridge.brokers.redis.state`) and publishes each channel's
+:func:`bridge.events.event.envelope` frame. A replay is one script too, so its epoch check, trim
+check and read see one consistent state; so is a snapshot (epoch, newest offset, records).
 
 Live delivery uses one pub/sub connection read by one owned task, kept alive (reconnect, liveness
 probe, re-subscribe) by :class:`bridge.redisconn.keeper.Keeper`; what was published while it was
@@ -30,10 +32,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from bridge.brokers.base import Broker, BrokerError, Replay
+from bridge.brokers.base import Broker, BrokerError, Replay, Snapshot
 from bridge.brokers.continuity import Continuity
-from bridge.brokers.redis import wire
+from bridge.brokers.redis import state, wire
 from bridge.brokers.redis.pubsub import Subscriptions
+from bridge.calls.change import Change
 from bridge.common import redact
 from bridge.events.channels import is_valid_channel
 from bridge.redisconn.keeper import Keeper
@@ -89,6 +92,7 @@ class RedisBroker(Broker):
         self._history_script = self._client.register_script(wire.HISTORY_SCRIPT)
         self._replay_script = self._client.register_script(wire.REPLAY_SCRIPT)
         self._position_script = self._client.register_script(wire.POSITION_SCRIPT)
+        self._snapshot_script = self._client.register_script(state.SNAPSHOT_SCRIPT)
         self._closed = False
         #: Redis commands that failed (connection refused, timeout, error reply), for metrics.
         self.errors = 0
@@ -177,7 +181,8 @@ class RedisBroker(Broker):
             raise self._error(doing, exc) from None
 
     async def publish(
-        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
+        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None,
+        change: Change | None = None,
     ) -> list[str] | None:
         if not channels and event_id is None:
             return []
@@ -186,7 +191,7 @@ class RedisBroker(Broker):
                 raise ValueError(f"invalid channel name {channel!r}")
         keys, args = wire.publish_keys_and_args(
             self._prefix, channels, event_json, history_length=self._history_length,
-            event_id=event_id, dedup_ms=self._dedup_ms,
+            event_id=event_id, dedup_ms=self._dedup_ms, change=change,
         )
         ids = await self._run("publish", self._script(keys=keys, args=args))
         if ids is None:
@@ -237,6 +242,14 @@ class RedisBroker(Broker):
             raise self._error("position", exc) from None
         return wire.parse_position(reply)
 
+    async def snapshot(self, channel: str) -> Snapshot:
+        keys, args = wire.snapshot_keys(self._prefix, channel), [wire.new_epoch()]
+        try:
+            async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
+                reply = await self._snapshot_script(keys=keys, args=args)
+        except _IO_ERRORS as exc:
+            raise self._error("snapshot", exc) from None
+        return state.parse_snapshot(reply)
 
     async def ping(self) -> None:
         try:

@@ -1,15 +1,19 @@
 """``redis-cluster://host:port[,host:port...]``: the Redis broker on a Redis Cluster.
 
 Every key of channel ``c`` carries the hash tag ``{c}``, so a channel lives in one slot:
-``<prefix>{c}:stream`` (history), ``<prefix>{c}:epoch`` (its epoch). Live events go on the
-shard channel ``<prefix>{c}`` with SPUBLISH when every node runs Redis >= 7.0 (detected once at
-start; subscribers use SSUBSCRIBE), else on ``<prefix>c`` with PUBLISH, as ``redis://`` does.
+``<prefix>{c}:stream`` (history), ``<prefix>{c}:epoch`` (its epoch), ``<prefix>{c}:state`` and
+``<prefix>{c}:ended`` (live state and its tombstones, :mod:`bridge.brokers.redis.state`). Live
+events go on the shard channel ``<prefix>{c}`` with SPUBLISH when every node runs Redis >= 7.0
+(detected once at start; subscribers use SSUBSCRIBE), else on ``<prefix>c`` with PUBLISH, as
+``redis://`` does.
 The shard channel carries the hash tag too because a script may only publish to its own slot.
 
 Publish: the de-duplication mark ``<prefix>seen:<event id>`` (``SET NX PX``, in its own slot)
 first, then one script call per slot, which creates the epoch if missing, appends to the
-stream and publishes the envelope, atomically within the slot. If a later step fails, the mark
-is deleted so a retry is not taken for a duplicate.
+stream, applies the event's change to the state and publishes the envelope, atomically within
+the slot. If a later step fails, the mark is deleted so a retry is not taken for a duplicate (a
+retry applies the change again on the slots already written, which changes nothing when no
+other change of the same record came in between: each operation is idempotent).
 
 Sharded subscriptions need a connection to the node owning each channel's slot: one
 :class:`bridge.redisconn.keeper.Keeper` per such node (one pub/sub connection, one owned task).
@@ -35,10 +39,11 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from bridge.brokers.base import Broker, BrokerError, Replay
+from bridge.brokers.base import Broker, BrokerError, Replay, Snapshot
 from bridge.brokers.continuity import Continuity
-from bridge.brokers.redis import wire
+from bridge.brokers.redis import state, wire
 from bridge.brokers.redis.pubsub import Subscriptions
+from bridge.calls.change import Change
 from bridge.common import redact
 from bridge.events.channels import is_valid_channel
 from bridge.redisconn.keeper import Keeper
@@ -77,6 +82,7 @@ class RedisClusterBroker(Broker):
         self._history_script = self._cluster.register_script(wire.HISTORY_SCRIPT)
         self._replay_script = self._cluster.register_script(wire.REPLAY_SCRIPT)
         self._position_script = self._cluster.register_script(wire.POSITION_SCRIPT)
+        self._snapshot_script = self._cluster.register_script(state.SNAPSHOT_SCRIPT)
         self.continuity = Continuity(self._deliver, self._deliver_gap, self.position,
                                      self.replay, read_timeout=self._timeout)
         self._sharded = sharded
@@ -140,7 +146,8 @@ class RedisClusterBroker(Broker):
         await self._cluster.aclose()
 
     async def publish(
-        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None
+        self, channels: Sequence[str], event_json: bytes, *, event_id: str | None = None,
+        change: Change | None = None,
     ) -> list[str] | None:
         for channel in channels:
             if not is_valid_channel(channel):
@@ -155,11 +162,12 @@ class RedisClusterBroker(Broker):
                 slot = key_slot(wire.stream_key(self._prefix, channel).encode())
                 slots.setdefault(slot, []).append(i)
             offsets = [""] * len(channels)
+            now = time.time()  # one end time for every slot's tombstone
             for indexes in slots.values():  # the mark is set: each slot's call sets none
                 keys, args = wire.publish_keys_and_args(
                     self._prefix, [channels[i] for i in indexes], event_json,
                     history_length=self._history_length, event_id=None, dedup_ms=0,
-                    sharded=bool(self._sharded))
+                    sharded=bool(self._sharded), change=change, now=now)
                 ids = await self._publish_script(keys=keys, args=args)
                 for i, raw in zip(indexes, ids):
                     offsets[i] = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -210,6 +218,10 @@ class RedisClusterBroker(Broker):
         reply = await self._read(self._position_script(keys=keys, args=[wire.new_epoch()]))
         return wire.parse_position(reply)
 
+    async def snapshot(self, channel: str) -> Snapshot:
+        keys = wire.snapshot_keys(self._prefix, channel)
+        reply = await self._read(self._snapshot_script(keys=keys, args=[wire.new_epoch()]))
+        return state.parse_snapshot(reply)
 
     async def ping(self) -> None:
         try:

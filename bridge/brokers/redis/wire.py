@@ -4,9 +4,10 @@ parsing.
 Shared by ``redis://`` (:mod:`bridge.brokers.redis.broker`) and ``redis-cluster://``
 (:mod:`bridge.brokers.redis.cluster`): both run the same scripts on the same keys, with no I/O here.
 
-Keys of channel ``c`` carry the hash tag ``{c}``, so a channel's stream and epoch always share one
-Redis Cluster slot and one script can touch both. Channel names never contain braces
-(:data:`bridge.events.channels.CHANNEL_RE`), so the tag is exactly the channel name.
+Keys of channel ``c`` carry the hash tag ``{c}``, so a channel's stream, epoch and live state
+(:mod:`bridge.brokers.redis.state`) always share one Redis Cluster slot and one script can touch
+them all. Channel names never contain braces (:data:`bridge.events.channels.CHANNEL_RE`), so the
+tag is exactly the channel name.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from bridge.brokers.base import EPOCH_RE, OFFSET_RE, Replay, ReplayStatus, offset_key
+from bridge.brokers.redis.state import APPLY_LUA, change_args, ended_key, state_key
+from bridge.calls.change import Change
 from bridge.events.event import envelope
 
 
@@ -66,18 +69,24 @@ def new_epoch() -> str:
     return secrets.token_hex(6)
 
 
-# Publish one event to several channels atomically.
-# KEYS: [the de-dup mark, when ARGV[6] > 0], then per channel: its stream key, its epoch key.
+# Publish one event to several channels atomically, applying its change to each one's state.
+# KEYS: [the de-dup mark, when ARGV[6] > 0], then per channel: its stream, epoch, state and
+#       tombstone keys.
 # ARGV: 1 event JSON, 2 publish command (PUBLISH, or SPUBLISH for sharded pub/sub), 3 history
 #       length, 4 trim mode ("~" approximate, "=" exact), 5 a fresh epoch for channels that have
-#       none, 6 de-dup window in ms (0: KEYS has no mark), 7.. per channel, in KEYS order, its
-#       pub/sub name and its name.
+#       none, 6 de-dup window in ms (0: KEYS has no mark), 7 the change JSON ("" for none), 8 now
+#       and 9 the tombstone lifetime, in ms (state.change_args), 10.. per channel, in KEYS order,
+#       its pub/sub name and its name.
 # Returns each channel's new stream id, or nil when the mark already existed (nothing written).
 # The cluster backend, whose channels may span several slots, sets the mark itself (SET NX PX),
 # then runs this once per slot with ARGV[6] = 0.
 PUBLISH_SCRIPT = """
 local event, command, maxlen, trim, fresh = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local window = tonumber(ARGV[6])
+local change = nil
+if ARGV[7] ~= '' then change = cjson.decode(ARGV[7]) end
+local now, keep = tonumber(ARGV[8]), tonumber(ARGV[9])
+""" + APPLY_LUA + """
 local first = 1
 if window > 0 then
   if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', window) then
@@ -87,16 +96,17 @@ if window > 0 then
 end
 local ids = {}
 local n = 0
-for k = first, #KEYS, 2 do
+for k = first, #KEYS, 4 do
   n = n + 1
-  local channel = ARGV[6 + 2 * n]
+  local channel = ARGV[9 + 2 * n]
   local epoch = redis.call('GET', KEYS[k + 1])
   if not epoch then
     epoch = fresh
     redis.call('SET', KEYS[k + 1], epoch)
   end
   local id = redis.call('XADD', KEYS[k], 'MAXLEN', trim, maxlen, '*', 'e', event)
-  redis.call(command, ARGV[5 + 2 * n],
+  if change then apply(KEYS[k + 2], KEYS[k + 3]) end
+  redis.call(command, ARGV[8 + 2 * n],
     '{"type":"event","channel":"' .. channel .. '","epoch":"' .. epoch ..
     '","offset":"' .. id .. '","event":' .. event .. '}')
   ids[n] = id
@@ -189,27 +199,40 @@ def publish_keys_and_args(
     event_id: str | None,
     dedup_ms: int,
     sharded: bool = False,
+    change: Change | None = None,
+    now: float | None = None,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of :data:`PUBLISH_SCRIPT` for one event.
 
     ``sharded``: publish with SPUBLISH on the channels' shard channels instead of PUBLISH.
+    ``change``: applied to each channel's state; ``now`` (Unix time, default the clock) is the
+    end time a tombstone records.
     """
     keys = [seen_key(prefix, event_id)] if event_id is not None else []
     names: list[str] = []
     for channel in channels:
-        keys += (stream_key(prefix, channel), epoch_key(prefix, channel))
+        keys += (stream_key(prefix, channel), epoch_key(prefix, channel),
+                 state_key(prefix, channel), ended_key(prefix, channel))
         names += (pubsub_channel(prefix, channel, sharded=sharded), channel)
     # MAXLEN ~ 0 would still keep a node's worth of entries: no history means exactly none.
     trim = "~" if history_length else "="
     window = max(dedup_ms, 1) if event_id is not None else 0
     command = "SPUBLISH" if sharded else "PUBLISH"
-    args: list[Any] = [event_json, command, history_length, trim, new_epoch(), window, *names]
+    args: list[Any] = [event_json, command, history_length, trim, new_epoch(), window,
+                       *change_args(change, now), *names]
     return keys, args
 
 
 def channel_keys(prefix: str, channel: str) -> list[str]:
-    """KEYS of :data:`HISTORY_SCRIPT` and :data:`REPLAY_SCRIPT`: the stream, then the epoch."""
+    """KEYS of :data:`HISTORY_SCRIPT`, :data:`REPLAY_SCRIPT` and :data:`POSITION_SCRIPT`: the
+    stream, then the epoch."""
     return [stream_key(prefix, channel), epoch_key(prefix, channel)]
+
+
+def snapshot_keys(prefix: str, channel: str) -> list[str]:
+    """KEYS of :data:`bridge.brokers.redis.state.SNAPSHOT_SCRIPT`: the stream, the epoch, the
+    state."""
+    return [*channel_keys(prefix, channel), state_key(prefix, channel)]
 
 
 def parse_position(reply: Any) -> tuple[str, str]:

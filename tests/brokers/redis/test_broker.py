@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from bridge.brokers.base import BrokerError, ReplayStatus
 from bridge.brokers.redis.broker import RedisBroker
 from bridge.brokers.redis.wire import display_url, frame_offset
+from bridge.calls.change import Change
 from bridge.events.event import Event, EventType, envelope
 from bridge.redisconn.clients import drop_prefix
 from tests.support.redis_proxy import Proxy
@@ -165,6 +166,30 @@ async def test_redis_cli_subscriber_reads_events(broker: RedisBroker, prefix: st
     assert parsed["event"]["call_id"] == "from-cli"
 
 
+async def test_a_plain_client_reads_a_consistent_snapshot_with_multi_exec(
+    broker: RedisBroker, client: aioredis.Redis, prefix: str
+) -> None:
+    at = "2024-05-01T10:00:00.000Z"
+    created = Change("leg:c1", at, set={"extension": "101"}, setnx={"started_at": at},
+                     max={"rank": 1})
+    await broker.publish(["calls:acme"], event_json("c1"), change=created)
+    await broker.publish(["calls:acme"], event_json("c2"), change=Change("leg:c2", at, end=True))
+    # The recipe of docs/brokers.md ("Reading the live state from Redis").
+    tag = prefix + "{calls:acme}"
+    async with client.pipeline(transaction=True) as multi:
+        multi.get(tag + ":epoch")
+        multi.xinfo_stream(tag + ":stream")
+        multi.hgetall(tag + ":state")
+        epoch, info, state = await multi.execute()
+    snapshot = await broker.snapshot("calls:acme")
+    assert epoch.decode() == snapshot.epoch
+    assert info["last-generated-id"].decode() == snapshot.offset
+    assert {k.decode(): orjson.loads(v) for k, v in state.items()} == snapshot.records == {
+        "leg:c1": {"extension": "101", "started_at": at, "rank": 1}}
+    assert await client.zscore(tag + ":ended", "leg:c2") is not None
+    assert await client.ttl(tag + ":state") == -1 and await client.ttl(tag + ":ended") == -1
+
+
 # -- faults --------------------------------------------------------------------------------------
 
 
@@ -233,7 +258,8 @@ async def test_reader_waits_out_an_outage_and_resubscribes(prefix: str, cleanup:
         await broker.subscribe("system:acme")
         offsets = await broker.publish(["calls:acme", "system:acme"], event_json())
         await until(lambda: len(got) == 2, "deliveries after the outage")
-        assert sorted((c, o) for c, o, _ in got) == sorted(zip(["calls:acme", "system:acme"], offsets))
+        assert sorted((c, o) for c, o, _ in got) == sorted(
+            zip(["calls:acme", "system:acme"], offsets))
     finally:
         await broker.close()
         await proxy.stop()

@@ -78,7 +78,8 @@ def event(n: int) -> bytes:
     return orjson.dumps({"id": f"ev-{n}", "type": "call.created", "n": n})
 
 
-async def test_publish_across_slots_delivers_by_sharded_pubsub(cluster: Cluster, prefix: str) -> None:
+async def test_publish_across_slots_delivers_by_sharded_pubsub(cluster: Cluster,
+                                                               prefix: str) -> None:
     broker = await make(cluster, prefix)
     collector = Collector()
     broker.set_handler(collector)
