@@ -12,8 +12,9 @@ Backpressure cannot work for fan-out, so a client whose buffer would overflow is
 
 Resume: :meth:`Hub.subscribe_many` can *hold* channels for a client. A held channel's live
 frames go to a per-(client, channel) buffer, bounded by the client's byte limit (overflow closes
-the client with 4008), while the connection replays history; :meth:`Hub.release` then queues
-the held frames newer than the last replayed offset and makes the channel live, in one step
+the client with 4008), while the connection replays history (or reads the channel's state:
+:func:`bridge.downstream.resume.send_state`); :meth:`Hub.release` then queues the held frames
+newer than the last replayed offset (or the state's) and makes the channel live, in one step
 without yielding, so no frame is lost or doubled at the switch-over. The replay reads history on
 another connection than the live feed, so under load it can overtake frames still on their way
 here: after the release, the client's **floor** (the last replayed position) drops every live

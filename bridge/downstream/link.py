@@ -3,7 +3,9 @@
 The hub (:mod:`bridge.downstream.hub`) appends each frame for a client here without blocking; the
 connection's writer (:meth:`ClientLink.run`) sends them in order. A frame that would overflow
 the byte limit closes the link with :data:`SLOW_CONSUMER` instead: fan-out cannot wait for one
-slow client.
+slow client. The one exception is a reply larger than the whole buffer (a ``state`` message):
+:meth:`ClientLink.put_large` queues it outside the count once the buffer is empty, so the limit
+bounds what waits behind it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class ClientLink:
     """
 
     __slots__ = ("max_bytes", "queued_bytes", "close_code", "_frames", "_writer", "_room",
-                 "_finished", "_done", "_on_slow")
+                 "_finished", "_done", "_on_slow", "_large")
 
     def __init__(self, max_bytes: int, on_slow: Callable[[], None] | None = None) -> None:
         self.max_bytes = max_bytes
@@ -40,6 +42,7 @@ class ClientLink:
         self._room: asyncio.Future[None] | None = None  # producers waiting for room
         self._finished = False
         self._done: asyncio.Future[None] | None = None  # waiters for finished()
+        self._large: str | None = None  # the frame of put_large() until it is sent
 
     def put(self, frame: str, size: int | None = None) -> bool:
         """Queue ``frame`` (``size`` its UTF-8 length when known). Never blocks.
@@ -61,6 +64,23 @@ class ClientLink:
         _wake(self._writer)
         return True
 
+    def put_large(self, frame: str) -> None:
+        """Queue ``frame``, larger than the whole buffer, without counting it. Never blocks.
+
+        Call it once :meth:`wait_room` for ``max_bytes`` returned True (the buffer is empty):
+        the frames queued behind it are counted as usual, so a client reading the frame at its
+        own pace is not closed for its size, and one that stops reading is still closed once
+        the buffer behind it fills. :meth:`wait_room` waits until the frame is sent, so at most
+        one such frame is queued at a time.
+        """
+        if self.close_code is not None:
+            return
+        if self._frames is None:
+            self._frames = deque()
+        self._frames.append((frame, 0))
+        self._large = frame
+        _wake(self._writer)
+
     def close(self, code: int) -> None:
         """Ask the writer to stop; the first code wins. Pending frames are dropped."""
         if self.close_code is None:
@@ -68,19 +88,21 @@ class ClientLink:
             if code == SLOW_CONSUMER and self._on_slow is not None:
                 self._on_slow()
             self._frames = None
+            self._large = None
             self.queued_bytes = 0
             _wake(self._writer)
             _wake(self._room)
 
     async def wait_room(self, size: int, timeout: float) -> bool:
-        """Wait until ``size`` more bytes fit; False when the link closed meanwhile.
+        """Wait until ``size`` more bytes fit, and no frame of :meth:`put_large` waits; False
+        when the link closed meanwhile.
 
         A producer that can pace itself (history replay) calls this before :meth:`put`. Waiting
         longer than ``timeout`` means the client stopped reading: the link is closed with 4008.
         """
-        while self.close_code is None and self.queued_bytes and (
+        while self.close_code is None and (self._large is not None or self.queued_bytes and (
             self.queued_bytes + size > self.max_bytes
-        ):
+        )):
             if self._room is None or self._room.done():
                 self._room = asyncio.get_running_loop().create_future()
             try:
@@ -113,6 +135,8 @@ class ClientLink:
                     break  # type: ignore[unreachable]  # mypy keeps the narrowing across await
                 frames.popleft()
                 self.queued_bytes -= size
+                if frame is self._large:
+                    self._large = None
                 _wake(self._room)
             if self.close_code is not None:
                 return self.close_code

@@ -8,13 +8,15 @@ here: the broker's envelope (:func:`bridge.events.event.envelope`) is sent verba
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
 import orjson
 
 from bridge.brokers.base import EPOCH_RE, OFFSET_RE
-from bridge.events.channels import is_valid_channel
+from bridge.calls import view
+from bridge.events.channels import extension_of, is_valid_channel
 
 # Close codes. docs/protocol.md groups them by what a client should do next (CLOSE_ADVICE).
 NORMAL = 1000  # the client asked to close
@@ -95,6 +97,9 @@ class Subscribe:
     channels: tuple[str, ...]
     #: ``(channel, epoch, offset)`` for each channel the client resumes, in request order.
     resume: tuple[tuple[str, str, str], ...] = ()
+    #: Each newly subscribed channel starts with a ``state`` message (:func:`encode_state`);
+    #: a resumed one only when history no longer covers its position.
+    state: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +207,12 @@ def parse(data: str | bytes) -> ClientMessage | ProtocolError:
         resume = _read_resume(obj, channels, cid)
         if isinstance(resume, ProtocolError):
             return resume
-        return Subscribe(cid, channels, resume)
+        state = obj.get("state")
+        if state is None:  # absent or null, as for 'resume'
+            state = False
+        elif not isinstance(state, bool):
+            return ProtocolError(E_BAD_REQUEST, "'state' must be true or false", cid)
+        return Subscribe(cid, channels, resume, state)
     if kind == "ping":
         return Ping(cid)
     if not isinstance(kind, str):
@@ -254,6 +264,34 @@ def encode_renewed(cid: ClientId, expires_at: float) -> str:
 
 def encode_gap(channel: str, reason: str, epoch: str | None) -> str:
     return _dumps({"type": "gap", "channel": channel, "reason": reason, "epoch": epoch})
+
+
+def state_lists(
+    channel: str, records: Mapping[str, Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``calls`` and ``extensions`` of ``channel``'s ``state`` message, from the channel's
+    state records (:class:`bridge.brokers.base.Snapshot`).
+
+    ``calls:<tenant>``: its calls and the extensions they involve (no presence: that is
+    ``presence:<tenant>``'s); ``calls:<tenant>:<extension>``: its calls and that one extension;
+    ``presence:<tenant>``: no calls, each extension's ``online``; any other channel: nothing.
+    """
+    kind = channel.partition(":")[0]
+    if kind == "calls":
+        return view.calls(records), view.extensions(records, only=extension_of(channel))
+    if kind == "presence":
+        return [], view.extensions({}, presence=records)
+    return [], []
+
+
+def encode_state(
+    cid: ClientId, channel: str, epoch: str, offset: str,
+    records: Mapping[str, Mapping[str, Any]],
+) -> str:
+    """``channel``'s state as of ``(epoch, offset)``: see :func:`state_lists`."""
+    calls, extensions = state_lists(channel, records)
+    return _dumps({"type": "state", "id": cid, "channel": channel, "epoch": epoch,
+                   "offset": offset, "calls": calls, "extensions": extensions})
 
 
 def encode_pong(cid: ClientId) -> str:

@@ -4,7 +4,8 @@ A connection costs two tasks: the endpoint's own, which writes (the link's buffe
 reader. Token expiry is a timer handle and heartbeats come from the route's
 :class:`~bridge.downstream.heartbeat.Heartbeats`, so an idle connection runs no code at all.
 When ``idle_timeout`` is set the reader waits at most that long for each client message; a
-resume runs inside the reader, so requests sent meanwhile are answered after it.
+resume (or a ``state`` message) runs inside the reader, so requests sent meanwhile are answered
+after it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bridge.cluster.revocations import NotSynced
 from bridge.common.redact import redact
 from bridge.downstream import protocol as p
 from bridge.downstream.link import PEER_GONE, ClientLink
-from bridge.downstream.resume import resume
+from bridge.downstream.resume import resume, send_state
 from bridge.downstream.route import Route
 from bridge.events.channels import granted
 
@@ -284,28 +285,40 @@ class Session:
             link.put(self._error(p.E_TOO_MANY_CHANNELS, text, msg.id))
             return
         resumes = {c: (e, o) for c, e, o in msg.resume if c in new}
+        stated = [c for c in new if c not in resumes] if msg.state else []
+        joined: list[str] = []
         try:
             # Positions first: once joined, live frames may follow, and none may precede the
             # reply; every event after a position read before the join is live or in history.
             async with asyncio.timeout(self.cfg.broker_timeout):
-                positions = {c: await self.hub.broker.position(c) for c in msg.channels}
-            joined = await self.hub.subscribe_many(link, new, hold=resumes)
+                positions = {c: await self.hub.broker.position(c) for c in msg.channels
+                             if c not in stated}
+            joined = await self.hub.subscribe_many(link, new, hold=[*resumes, *stated])
+            # Snapshots after the join, the channels held: every later event reaches the hold.
+            async with asyncio.timeout(self.cfg.broker_timeout):
+                states = {c: await self.hub.broker.snapshot(c) for c in stated}
         except (BrokerError, TimeoutError) as exc:
             log.warning("session %s: subscribe failed: %s", self.session,
                         redact(str(exc) or type(exc).__name__))
+            await self.hub.unsubscribe_many(link, joined)  # all or nothing
             link.put(self._error(p.E_UNAVAILABLE, "the broker is unavailable, retry later", msg.id))
             return
         self.channels.update(new)
+        positions.update((c, (s.epoch, s.offset)) for c, s in states.items())
         link.put(p.encode_subscribed(msg.id, msg.channels,
-                                     {c: e for c, (e, _) in positions.items()},
-                                     {c: o for c, (_, o) in positions.items()}))
+                                     {c: positions[c][0] for c in msg.channels},
+                                     {c: positions[c][1] for c in msg.channels}))
+        for channel, snapshot in states.items():
+            if channel in joined:
+                await send_state(self.hub, link, msg.id, channel, snapshot,
+                                 self.cfg.send_timeout)
         for channel in joined:
             if channel in resumes:
                 epoch, offset = resumes[channel]
                 await resume(self.hub, link, channel, epoch, offset,
                              max_age=self.cfg.history_max_age,
                              broker_timeout=self.cfg.broker_timeout,
-                             send_timeout=self.cfg.send_timeout)
+                             send_timeout=self.cfg.send_timeout, state=msg.state, cid=msg.id)
 
     async def _renew(self, msg: p.Renew, link: ClientLink) -> str:
         old = self.grant

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from typing import Iterable
+from urllib.parse import unquote
 
 SEGMENT_SAFE = re.compile(r"[A-Za-z0-9_.+\-]+")
 CHANNEL_RE = re.compile(r"[A-Za-z0-9_.+\-%]+(:[A-Za-z0-9_.+\-%]+)*")
@@ -45,6 +46,15 @@ def tenant_calls(tenant: str) -> str:
 
 def extension_calls(tenant: str, extension: str) -> str:
     return f"calls:{segment(tenant)}:{segment(extension)}"
+
+
+def extension_of(channel: str) -> str | None:
+    """The extension of a ``calls:<tenant>:<extension>`` channel, its ``%XX`` escapes decoded
+    (the inverse of :func:`extension_calls`); None for any other channel."""
+    parts = channel.split(":")
+    if len(parts) != 3 or parts[0] != "calls":
+        return None
+    return unquote(parts[2])
 
 
 def system(tenant: str) -> str:

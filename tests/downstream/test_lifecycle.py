@@ -164,4 +164,5 @@ async def test_one_stalled_client_does_not_hold_up_the_others(bridge: StartBridg
             assert info.value.rcvd is None or info.value.rcvd.code == p.SLOW_CONSUMER
             latencies.sort()
             print(f"fast clients: {len(offsets)} events each, latency p50 "
-                  f"{latencies[len(latencies) // 2] * 1000:.2f} ms, max {latencies[-1] * 1000:.2f} ms")
+                  f"{latencies[len(latencies) // 2] * 1000:.2f} ms, "
+                  f"max {latencies[-1] * 1000:.2f} ms")

@@ -32,3 +32,31 @@ async def test_an_overflow_counts_once_and_other_closes_not_at_all() -> None:
     gone.close(p.SERVICE_RESTART)
     assert (slow.close_code, gone.close_code) == (p.SLOW_CONSUMER, p.SERVICE_RESTART)
     assert hub.stats()["slow_consumers"] == 1
+
+
+async def test_a_frame_larger_than_the_buffer_is_queued_whole_and_bounds_nothing() -> None:
+    """put_large: the frames behind it are counted as usual; a paced producer waits for it."""
+    hub = Hub(MemoryBroker(), client_queue_bytes=1024)
+    link = hub.attach()
+    link.put_large("L" * 10_000)
+    assert link.queued_bytes == 0 and link.put("x" * 1000)
+    assert not link.put("x" * 100)  # the limit still holds behind it
+    assert link.close_code == p.SLOW_CONSUMER
+
+    link = hub.attach()
+    link.put_large("L" * 10_000)
+    sent: list[int] = []
+    gate = asyncio.Event()
+
+    async def send(frame: str) -> None:
+        await gate.wait()
+        sent.append(len(frame))
+
+    writer = asyncio.create_task(link.run(send, 5.0))
+    waiter = asyncio.create_task(link.wait_room(10, 5.0))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()  # at most one such frame waits at a time
+    gate.set()
+    assert await waiter and sent == [10_000]
+    link.close(p.NORMAL)
+    assert await writer == p.NORMAL

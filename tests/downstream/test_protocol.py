@@ -134,3 +134,43 @@ def test_bad_resume_is_refused(resume: Any) -> None:
     msg = p.parse(orjson.dumps({"type": "subscribe", "id": 2, "channels": ["a:1"],
                                 "resume": resume}))
     assert msg == p.ProtocolError(p.E_BAD_REQUEST, msg.message, 2)  # type: ignore[union-attr]
+
+
+def test_subscribe_with_state() -> None:
+    assert p.parse('{"type":"subscribe","channels":["a:1"],"state":true}') == p.Subscribe(
+        None, ("a:1",), state=True)
+    assert p.parse('{"type":"subscribe","channels":["a:1"],"state":false}') == p.Subscribe(
+        None, ("a:1",))
+
+
+@pytest.mark.parametrize("state", [1, "true", None, {}])
+def test_state_must_be_a_boolean(state: Any) -> None:
+    msg = p.parse(orjson.dumps({"type": "subscribe", "id": 3, "channels": ["a:1"],
+                                "state": state}))
+    if state is None:  # JSON null: the option is absent
+        assert msg == p.Subscribe(3, ("a:1",))
+    else:
+        assert msg == p.ProtocolError(p.E_BAD_REQUEST, "'state' must be true or false", 3)
+
+
+LEGS = {
+    "leg:a": {"call_id": "a", "extension": "10 1", "rank": 2, "started_at": "2024-05-01T10:00Z"},
+    "leg:b": {"call_id": "b", "extension": "1002", "rank": 1, "started_at": "2024-05-01T10:01Z"},
+}
+
+
+def test_state_message_per_channel_kind() -> None:
+    # An extension channel's extension is read back from its escaped name.
+    ext = decode(p.encode_state("s", "calls:acme:10%201", "e1", "5-0", LEGS))
+    assert ext["extensions"] == [{"extension": "10 1", "status": "talking", "calls": ["a"]}]
+    assert [c["call_id"] for c in ext["calls"]] == ["a", "b"]  # the channel's own records
+    tenant = decode(p.encode_state(None, "calls:acme", "e1", "5-0", LEGS))
+    assert tenant == {"type": "state", "id": None, "channel": "calls:acme", "epoch": "e1",
+                      "offset": "5-0", "calls": tenant["calls"],
+                      "extensions": [{"extension": "10 1", "status": "talking", "calls": ["a"]},
+                                     {"extension": "1002", "status": "ringing", "calls": ["b"]}]}
+    presence = {"ext:1001": {"extension": "1001", "online": False, "online_at": "x"}}
+    assert p.state_lists("presence:acme", presence) == (
+        [], [{"extension": "1001", "status": "idle", "calls": [], "online": False}])
+    for other in ("system:acme", "verifications:acme"):
+        assert p.state_lists(other, LEGS) == ([], [])
