@@ -5,6 +5,11 @@
 board needs a websocket token: in ``serve`` the user pastes one (kept in the tab's
 sessionStorage, never in a URL); with :class:`DemoBoard` (``callbridge demo`` only),
 ``POST /demo/token`` and ``POST /demo/api-token`` mint short-lived tokens for the demo tenant.
+
+The client library is public and carries no secret, so it is served to every origin
+(``Access-Control-Allow-Origin: *``): browsers fetch a module script, or an ``import()``, from
+another origin in CORS mode and refuse it without that header. Such a GET has no custom header
+and no credentials, so no preflight comes before it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ BOARD = {
 }
 STATIC = {**LIBRARY, **BOARD}
 _HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+#: Added to the client library's responses: any page may import it.
+_LIBRARY_HEADERS = {"Access-Control-Allow-Origin": "*"}
 _CSP = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
         "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
 
@@ -54,11 +61,11 @@ class DemoBoard:
         return [f"calls:{self.tenant}", f"calls:{self.tenant}:*", f"system:{self.tenant}"]
 
 
-def _static(name: str, media_type: str) -> Any:
+def _static(name: str, media_type: str, extra: dict[str, str] | None = None) -> Any:
     async def endpoint(request: Request) -> Response:
         # Read per request: small files, and an edited board shows on reload.
         body = files("bridge").joinpath("static", name).read_bytes()
-        headers = dict(_HEADERS)
+        headers = {**_HEADERS, **(extra or {})}
         if name == "index.html":
             headers["Content-Security-Policy"] = _CSP
         return Response(body, media_type=media_type, headers=headers)
@@ -69,7 +76,7 @@ def web_routes(config: Config, service: object = None, *,
                demo: DemoBoard | None = None) -> list[BaseRoute]:
     """The routes to append to the app's router: the client library always; the board with
     ``[server] board = true`` or in the demo (``demo``: what the demo's board may mint)."""
-    library: list[BaseRoute] = [Route(path, _static(name, media))
+    library: list[BaseRoute] = [Route(path, _static(name, media, _LIBRARY_HEADERS))
                                 for path, (name, media) in LIBRARY.items()]
     if demo is None and not config.server.board:
         return library

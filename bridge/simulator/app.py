@@ -51,6 +51,9 @@ class SimulatorSettings:
     #: Frames queued per signal socket; a socket that falls further behind loses signals.
     queue_limit: int = 50
     time_scale: float = 1.0
+    #: Calls an extension may be in at once: 1 (a phone in a call takes no other), more only
+    #: for a call-waiting scenario.
+    calls_per_extension: int = 1
     seed: int | None = None
     #: Start generating calls at once; otherwise only when a rate is set through the control API.
     traffic: bool = True
@@ -72,7 +75,8 @@ class Simulator:
         self.traffic = Traffic(self.emit, accounts=list(s.accounts),
                                extensions=list(s.extensions),
                                calls_per_second=s.calls_per_second,
-                               time_scale=s.time_scale, seed=s.seed)
+                               time_scale=s.time_scale, seed=s.seed,
+                               calls_per_extension=s.calls_per_extension)
         self._traffic_task: asyncio.Task[None] | None = None
 
     def emit(self, account_id: str, name: str, payload: dict[str, Any]) -> int:

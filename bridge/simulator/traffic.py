@@ -3,6 +3,11 @@
 One task (:meth:`Traffic.run`) owns everything: a heap of the planned signals of every call in
 progress, and the time of the next arrival. It sleeps until whichever comes first, never
 spawning a task per call or per signal.
+
+Calls are physically possible: an extension is in at most ``calls_per_extension`` calls at
+once (one by default: a phone in a call neither places nor takes another). A call that arrives
+when the extensions it needs are busy does not happen (``calls_busy``). Only a call-waiting
+scenario asks for more than one.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ class Traffic:
     call in three seconds. ``emit`` may be a plain function or return an awaitable, which is
     awaited for at most ``emit_timeout`` seconds (a signal that times out is counted as dropped).
     At most ``max_active_calls`` calls are in progress; arrivals beyond that are skipped and
-    counted, which bounds the heap. With ``max_calls``, :meth:`run` returns once that many
-    calls have been played to the end; otherwise it runs until cancelled. Calls in progress
-    when a run is cancelled are abandoned: a later run does not send their remaining signals.
+    counted, which bounds the heap. An arrival picks its extensions among those of its account
+    in fewer than ``calls_per_extension`` calls (from the first signal of a call to its last);
+    when too few are free it is dropped and counted as busy. With ``max_calls``, :meth:`run`
+    returns once that many calls have been played to the end; otherwise it runs until
+    cancelled. Calls in progress when a run is cancelled are abandoned: a later run does not
+    send their remaining signals (and their extensions are free again).
     """
 
     def __init__(
@@ -54,6 +62,7 @@ class Traffic:
         max_calls: int | None = None,
         max_active_calls: int = 1000,
         emit_timeout: float = 5.0,
+        calls_per_extension: int = 1,
     ) -> None:
         if not accounts:
             raise ValueError("Traffic needs at least one account")
@@ -63,6 +72,8 @@ class Traffic:
             raise ValueError("calls_per_second must be positive")
         if not time_scale > 0:
             raise ValueError("time_scale must be positive")
+        if calls_per_extension < 1:
+            raise ValueError("calls_per_extension must be at least 1")
         self._emit = emit
         self._rate = calls_per_second
         self._rate_changed = asyncio.Event()
@@ -74,13 +85,18 @@ class Traffic:
         self._max_calls = max_calls
         self._max_active = max_active_calls
         self._emit_timeout = emit_timeout
-        # (at, sequence, account, name, payload, last signal of its call)
-        self._heap: list[tuple[float, int, str, str, dict[str, Any], bool]] = []
+        self._per_extension = calls_per_extension
+        #: (account, extension) -> calls it is in now
+        self._busy: Counter[tuple[str, str]] = Counter()
+        # (at, sequence, account, name, payload, the extensions its call frees when this is
+        # its last signal, else None)
+        self._heap: list[tuple[float, int, str, str, dict[str, Any], tuple[str, ...] | None]] = []
         self._seq = 0
         self._active = 0
         self._started = 0
         self._finished = 0
         self._skipped = 0
+        self._busy_calls = 0
         self._dropped = 0
         self._abandoned = 0
         self._signals: Counter[str] = Counter()
@@ -98,12 +114,14 @@ class Traffic:
         self._rate_changed.set()
 
     def stats(self) -> dict[str, Any]:
-        """Counters: calls started/finished/active/skipped/abandoned, signals emitted by name."""
+        """Counters: calls started/finished/active/skipped/busy/abandoned, signals emitted by
+        name."""
         return {
             "calls_started": self._started,
             "calls_finished": self._finished,
             "calls_active": self._active,
             "calls_skipped": self._skipped,
+            "calls_busy": self._busy_calls,
             "calls_abandoned": self._abandoned,
             "signals": dict(self._signals),
             "signals_dropped": self._dropped,
@@ -120,6 +138,7 @@ class Traffic:
             # Left over by a cancelled run: their times have passed; the calls are abandoned.
             self._abandoned += self._active
             self._heap.clear()
+            self._busy.clear()
             self._active = 0
         while self._max_calls is None or self._finished < self._max_calls:
             arrivals_open = self._max_calls is None or self._started < self._max_calls
@@ -136,9 +155,10 @@ class Traffic:
                 self._start_call(next_arrival)
                 next_arrival += self._rng.expovariate(self._rate)
                 continue
-            _, _, account, name, payload, last = heapq.heappop(self._heap)
+            _, _, account, name, payload, frees = heapq.heappop(self._heap)
             await self._deliver(account, name, payload)
-            if last:
+            if frees is not None:
+                self._busy.subtract((account, extension) for extension in frees)
                 self._active -= 1
                 self._finished += 1
 
@@ -158,13 +178,20 @@ class Traffic:
             return
         rng = self._rng
         account = rng.choice(self._accounts)
-        a, b = rng.sample(self._extensions, 2)
         kind = rng.random()
+        internal = kind < INTERNAL_SHARE
+        free = [e for e in self._extensions if self._busy[account, e] < self._per_extension]
+        if len(free) < (2 if internal else 1):
+            self._busy_calls += 1
+            return
+        a, b = rng.sample(free, 2) if internal else (rng.choice(free), "")
         caller, callee = Endpoint(a, f"Ext {a}"), Endpoint(b, f"Ext {b}")
         if kind >= INTERNAL_SHARE + INBOUND_SHARE:
             callee = Endpoint(self._outside_number(), internal=False)
-        elif kind >= INTERNAL_SHARE:
-            caller = Endpoint(self._outside_number(), internal=False)
+        elif not internal:
+            caller, callee = Endpoint(self._outside_number(), internal=False), caller
+        extensions = (a, b) if internal else (a,)
+        self._busy.update((account, extension) for extension in extensions)
         flow = plan_call(
             rng,
             start=start,
@@ -176,9 +203,9 @@ class Traffic:
         )
         for i, signal in enumerate(flow):
             self._seq += 1
-            last = i == len(flow) - 1
+            frees = extensions if i == len(flow) - 1 else None
             heapq.heappush(
-                self._heap, (signal.at, self._seq, account, signal.name, signal.payload, last)
+                self._heap, (signal.at, self._seq, account, signal.name, signal.payload, frees)
             )
         self._started += 1
         self._active += 1

@@ -1,5 +1,5 @@
-// The live board: one tile per extension, the latest completed calls, click-to-call.
-// Built on callbridge.js; served at / by callbridge (docs/client.md).
+// The live board: one tile per extension, the calls in progress, the latest completed calls,
+// click-to-call. Built on callbridge.js; served at / by callbridge (docs/client.md).
 import { connect } from "/callbridge.js";
 
 const $ = (id) => document.getElementById(id);
@@ -12,11 +12,20 @@ const LEG_STATE = {
   "call.unheld": "talking", "call.retrieved": "talking", "call.held": "on hold",
   "call.parked": "on hold", "call.ended": null, "call.abandoned": null,
 };
-const RANK = { talking: 3, "on hold": 2, ringing: 1 };
+// A leg's state in the server's `state` message -> the board's.
+const SHOWN = { ringing: "ringing", answered: "talking", bridged: "talking", held: "on hold",
+  parked: "on hold" };
+// An extension or a call in several states shows the highest, ranked as the server ranks
+// them (bridge/calls/view.py), so that the board agrees with the state message.
+const RANK = { "on hold": 3, talking: 2, ringing: 1 };
 
-const legs = new Map(); // extension -> Map(call_id -> {state, since, event})
+// Every leg in progress, by its call id: {call, extension, state, since, started, caller,
+// callee, party}. `call` groups the legs of one call: the bridge id when the legs know it, as
+// in the server's state.
+const legs = new Map();
+const presence = new Map(); // extension -> online (where a provider reports it)
 const tiles = new Map(); // extension -> <li>
-const board = { events: [], bridge: null, tenant: null };
+const board = { events: [], bridge: null, tenant: null, snapshots: 0 };
 window.board = board;
 
 function tile(ext) {
@@ -37,18 +46,51 @@ function tile(ext) {
   return li;
 }
 
+function highest(items) {
+  return items.sort((a, b) => RANK[b.state] - RANK[a.state])[0];
+}
+
 function render(ext) {
   const li = tile(ext);
-  const top = [...(legs.get(ext) || new Map()).values()]
-    .sort((a, b) => RANK[b.state] - RANK[a.state])[0];
-  const state = top ? top.state : "idle";
+  const leg = highest([...legs.values()].filter((l) => l.extension === ext));
+  const state = leg ? leg.state : "idle";
   li.dataset.state = state;
-  li.dataset.since = top ? String(top.since) : "";
-  li.querySelector(".state").textContent = state;
-  const e = top && top.event;
-  const peer = e ? (e.direction === "incoming" ? e.caller : e.callee) : null;
+  li.dataset.since = leg ? String(leg.since) : "";
+  if (presence.has(ext)) li.dataset.online = String(presence.get(ext));
+  li.querySelector(".state").textContent = state
+    + (presence.get(ext) === false ? " (offline)" : "");
+  const peer = leg && leg.party;
   li.querySelector(".peer").textContent = peer && peer.number ? `with ${peer.number}` : "";
   tick(li);
+}
+
+// The calls in progress, one row each, oldest first.
+function renderCalls() {
+  const calls = new Map();
+  for (const leg of legs.values()) {
+    const call = calls.get(leg.call) || { id: leg.call, legs: [] };
+    calls.set(leg.call, call);
+    call.legs.push(leg);
+  }
+  const rows = [...calls.values()].map((call) => {
+    const first = call.legs.reduce((a, b) => (a.started <= b.started ? a : b));
+    const exts = [...new Set(call.legs.map((l) => l.extension).filter(Boolean))].sort();
+    return { id: call.id, state: highest(call.legs).state, started: first.started,
+      caller: first.caller, callee: first.callee, exts };
+  }).sort((a, b) => a.started - b.started || (a.id < b.id ? -1 : 1));
+  $("ongoing").replaceChildren(...rows.map((call) => {
+    const row = document.createElement("tr");
+    row.dataset.callId = call.id;
+    row.dataset.state = call.state;
+    for (const text of [(call.caller && call.caller.number) || "?",
+      (call.callee && call.callee.number) || "?", call.state, call.exts.join(", ")]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      row.append(td);
+    }
+    return row;
+  }));
+  $("ongoing-count").textContent = `(${rows.length})`;
 }
 
 function tick(li) {
@@ -56,6 +98,16 @@ function tick(li) {
   const s = since ? Math.max(0, Math.floor((Date.now() - since) / 1000)) : null;
   li.querySelector(".timer").textContent = s === null ? ""
     : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function time(iso, fallback) {
+  const t = Date.parse(iso || "");
+  return Number.isFinite(t) ? t : fallback;
+}
+
+// Whom an extension's leg talks to: the caller on a call it receives, else the callee.
+function partyOf(leg) {
+  return leg.direction === "incoming" ? leg.caller : leg.callee;
 }
 
 function onEvent(event, frame) {
@@ -68,20 +120,62 @@ function onEvent(event, frame) {
     $("notices").textContent = `${event.detail.kind}: ${event.detail.message || ""}`;
     return;
   }
-  const ext = event.extension;
-  if (!ext || !(event.type in LEG_STATE)) return;
-  const calls = legs.get(ext) || new Map();
-  legs.set(ext, calls);
-  const state = LEG_STATE[event.type];
-  const prev = calls.get(event.call_id);
-  if (state === null) {
-    calls.delete(event.call_id);
-    completed(event);
-  } else {
-    const since = prev && prev.state === state ? prev.since : Date.now();
-    calls.set(event.call_id, { state, since, event });
+  if (event.type === "presence.changed") {
+    const d = event.detail || {};
+    if (typeof d.extension === "string" && typeof d.online === "boolean") {
+      presence.set(d.extension, d.online);
+      render(d.extension);
+    }
+    return;
   }
-  render(ext);
+  if (!event.call_id || !(event.type in LEG_STATE)) return;
+  const state = LEG_STATE[event.type];
+  const prev = legs.get(event.call_id);
+  if (state === null) {
+    legs.delete(event.call_id);
+    if (event.extension) completed(event);
+  } else {
+    const other = event.other_leg_id && legs.get(event.other_leg_id);
+    const now = Date.now();
+    legs.set(event.call_id, {
+      call: event.bridge_id || (prev && prev.call) || (other && other.call) || event.call_id,
+      extension: event.extension || (prev && prev.extension) || null,
+      state, since: prev && prev.state === state ? prev.since : now,
+      started: prev ? prev.started : time(event.occurred_at, now),
+      caller: event.caller || (prev && prev.caller), callee: event.callee || (prev && prev.callee),
+      party: partyOf(event) || (prev && prev.party),
+    });
+  }
+  const ext = event.extension || (prev && prev.extension);
+  if (ext) render(ext);
+  renderCalls();
+}
+
+// A channel's live state replaces what the board knew; the events that follow apply to it.
+function onSnapshot(snapshot) {
+  if (snapshot.channel !== `calls:${board.tenant}`) return;
+  board.snapshots += 1;
+  legs.clear();
+  const now = Date.now();
+  for (const call of snapshot.calls || []) {
+    for (const leg of call.legs || []) {
+      const state = SHOWN[leg.state] || "ringing";
+      const started = time(leg.started_at || call.started_at, now);
+      const caller = leg.caller || call.caller;
+      const callee = leg.callee || call.callee;
+      legs.set(leg.call_id, {
+        call: call.call_id, extension: leg.extension || null, state,
+        since: state === "ringing" ? started : time(leg.answered_at || call.answered_at, started),
+        started, caller, callee, party: partyOf({ direction: leg.direction, caller, callee }),
+      });
+    }
+  }
+  for (const ext of snapshot.extensions || []) {
+    if (typeof ext.online === "boolean") presence.set(ext.extension, ext.online);
+    tile(ext.extension);
+  }
+  tiles.forEach((_, ext) => render(ext));
+  renderCalls();
 }
 
 function completed(e) {
@@ -89,7 +183,7 @@ function completed(e) {
   const d = e.durations || {};
   const cells = [new Date(e.occurred_at).toLocaleTimeString(), e.extension,
     (e.caller && e.caller.number) || "?", (e.callee && e.callee.number) || "?",
-    (e.hangup && e.hangup.cause) || "", d.billing != null ? `${d.billing} s` : ""];
+    (e.hangup && e.hangup.cause) || closedBy(e), d.billing != null ? `${d.billing} s` : ""];
   for (const text of cells) {
     const td = document.createElement("td");
     td.textContent = text;
@@ -98,6 +192,12 @@ function completed(e) {
   const body = $("completed");
   body.prepend(row);
   while (body.rows.length > COMPLETED_ROWS) body.deleteRow(-1);
+}
+
+// A call callbridge closed itself, its hangup never received (too old, or reconciled).
+function closedBy(e) {
+  const by = e.detail && e.detail.closed_by;
+  return by ? `closed by callbridge (${by})` : "";
 }
 
 function setConnection(state) {
@@ -169,11 +269,15 @@ async function main() {
   config.extensions.forEach(tile);
   setUpDial(config, tenant);
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  // No saved positions: a page (re)loaded knows nothing, so it starts from each channel's
+  // state; after a reconnect the client resumes, and gets the state again only when the
+  // missed events are no longer in history.
   board.bridge = connect({
     url: `${scheme}//${location.host}${config.ws_path}`,
     token: tokenSource(config.demo),
     channels: [`calls:${tenant}`, `system:${tenant}`],
     onEvent,
+    onSnapshot,
     onState: setConnection,
     onGap: (gap) => { $("notices").textContent = `Missed events on ${gap.channel} (${gap.reason}).`; },
   });

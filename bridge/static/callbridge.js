@@ -7,6 +7,7 @@
 //     token: async () => (await fetch("/my/token")).text(),
 //     channels: ["calls:acme"],
 //     onEvent: (event, frame) => console.log(event.type, event.extension),
+//     onSnapshot: (snapshot) => showCalls(snapshot.channel, snapshot.calls),
 //   });
 //   bridge.addEventListener("gap", (e) => refreshFromRestApi(e.detail.channel));
 
@@ -40,7 +41,9 @@ const SEEN_LIMIT = 4096; // event ids remembered per client, to drop repeated fr
 
 export class CallBridge extends EventTarget {
   // options: url, token (async ({reason}) => string), channels, backoff {base, max},
-  // renewBefore (seconds before expiry to renew; default a quarter of the lifetime, <= 60).
+  // renewBefore (seconds before expiry to renew; default a quarter of the lifetime, <= 60),
+  // positions ({channel: {epoch, offset}} to resume from, e.g. saved from positions()),
+  // state (ask for each channel's live state: a "snapshot" event; default false).
   constructor(options) {
     super();
     if (!options || !options.url || typeof options.token !== "function") {
@@ -52,6 +55,12 @@ export class CallBridge extends EventTarget {
     this._renewBefore = options.renewBefore;
     this._channels = new Set(options.channels || []);
     this._cursors = new Map(); // channel -> {epoch, offset}
+    for (const [channel, p] of Object.entries(options.positions || {})) {
+      if (p && typeof p.epoch === "string" && typeof p.offset === "string") {
+        this._cursors.set(channel, { epoch: p.epoch, offset: p.offset });
+      }
+    }
+    this._wantState = Boolean(options.state);
     this._seen = new Map(); // "channel event-id" -> true, insertion ordered, bounded
     this._pending = new Map(); // request id -> {resolve, reject}
     this._nextId = 1;
@@ -60,7 +69,7 @@ export class CallBridge extends EventTarget {
     this._ws = null;
     this._stopped = true;
     this.state = "idle";
-    this.stats = { connects: 0, renewals: 0, events: 0, duplicates: 0, gaps: 0 };
+    this.stats = { connects: 0, renewals: 0, events: 0, duplicates: 0, gaps: 0, snapshots: 0 };
   }
 
   start() {
@@ -79,10 +88,12 @@ export class CallBridge extends EventTarget {
   }
 
   // Add channels; resolves when the server confirms (at once while disconnected: they are
-  // subscribed on the next connection).
+  // subscribed on the next connection). A channel with a known position resumes from it.
   subscribe(channels) {
+    const added = channels.filter((c) => !this._channels.has(c));
     channels.forEach((c) => this._channels.add(c));
-    return this._live() ? this._request({ type: "subscribe", channels }) : Promise.resolve(null);
+    return this._live() ? this._request(this._subscribeMessage(channels, added))
+      : Promise.resolve(null);
   }
 
   // Remove channels and forget their position.
@@ -94,6 +105,17 @@ export class CallBridge extends EventTarget {
   // The last {epoch, offset} seen on a channel, or undefined.
   cursor(channel) {
     return this._cursors.get(channel);
+  }
+
+  // {channel: {epoch, offset}} of every channel held that has a position: JSON to save (with
+  // whatever the application built from the events) and to pass back as `positions`.
+  positions() {
+    const out = {};
+    for (const channel of this._channels) {
+      const cur = this._cursors.get(channel);
+      if (cur && cur.offset) out[channel] = { epoch: cur.epoch, offset: cur.offset };
+    }
+    return out;
   }
 
   get channels() {
@@ -174,6 +196,7 @@ export class CallBridge extends EventTarget {
       case "welcome": return this._onWelcome(msg);
       case "event": return this._onEvent(msg);
       case "gap": return this._onGap(msg);
+      case "state": return this._onSnapshot(msg);
       case "renewed":
         this.stats.renewals += 1;
         this._scheduleRenew(msg.expires_at);
@@ -215,13 +238,22 @@ export class CallBridge extends EventTarget {
     this._emit("welcome", msg);
     if (this._channels.size) {
       const channels = [...this._channels];
-      const resume = {};
-      for (const c of channels) {
-        const cur = this._cursors.get(c);
-        if (cur && cur.offset) resume[c] = { epoch: cur.epoch, offset: cur.offset };
-      }
-      this._request({ type: "subscribe", channels, resume }).catch(() => {});
+      this._request(this._subscribeMessage(channels, channels)).catch(() => {});
     }
+  }
+
+  // Resume `fresh` channels (not held on this connection yet) from their positions; with
+  // `state`, the server answers each with the missed events, or with a state message when
+  // history no longer covers the position (instead of a gap), or when there is no position.
+  _subscribeMessage(channels, fresh) {
+    const resume = {};
+    for (const c of fresh) {
+      const cur = this._cursors.get(c);
+      if (cur && cur.offset) resume[c] = { epoch: cur.epoch, offset: cur.offset };
+    }
+    const message = { type: "subscribe", channels, resume };
+    if (this._wantState) message.state = true;
+    return message;
   }
 
   _onEvent(frame) {
@@ -242,6 +274,18 @@ export class CallBridge extends EventTarget {
     if (this._seen.size > SEEN_LIMIT) this._seen.delete(this._seen.keys().next().value);
     this.stats.events += 1;
     this._emit("event", frame);
+  }
+
+  // A channel's live state: it replaces whatever was built from the channel's earlier events;
+  // the events that follow come after its offset, which becomes the channel's position.
+  _onSnapshot(msg) {
+    const { channel, epoch, offset } = msg;
+    if (!this._channels.has(channel) || typeof epoch !== "string" || typeof offset !== "string") {
+      return;
+    }
+    this._cursors.set(channel, { epoch, offset });
+    this.stats.snapshots += 1;
+    this._emit("snapshot", msg);
   }
 
   _onGap(msg) {
@@ -313,9 +357,12 @@ export class CallBridge extends EventTarget {
   }
 }
 
-// Create a client, wire onEvent/onGap/onState callbacks if given, and start it.
+// Create a client, wire onEvent/onGap/onState/onSnapshot callbacks if given, and start it.
+// State is asked for when `state` is true, or, when `state` is not given, with an onSnapshot.
 export function connect(options) {
-  const bridge = new CallBridge(options);
+  const state = options.state ?? Boolean(options.onSnapshot);
+  const bridge = new CallBridge({ ...options, state });
+  if (options.onSnapshot) bridge.addEventListener("snapshot", (e) => options.onSnapshot(e.detail));
   if (options.onEvent) bridge.addEventListener("event", (e) => options.onEvent(e.detail.event, e.detail));
   if (options.onGap) bridge.addEventListener("gap", (e) => options.onGap(e.detail));
   if (options.onState) bridge.addEventListener("state", (e) => options.onState(e.detail.state));

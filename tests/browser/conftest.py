@@ -1,14 +1,21 @@
 """A demo-like setup for the board under headless Chromium, all on loopback.
 
-The simulator feeds an *ingest* bridge (the AntBuddy stream, Redis broker); the page talks to
-a *board* bridge sharing that Redis (no providers, the board and its demo token endpoint). The
-board bridge can be restarted under the page while events keep flowing into Redis history,
-which is what a resume must recover.
+``setup``: the simulator feeds an *ingest* bridge (the AntBuddy stream, Redis broker); the page
+talks to a *board* bridge sharing that Redis (no providers, the board and its demo token
+endpoint). The board bridge can be restarted under the page while events keep flowing into
+Redis history, which is what a resume must recover.
+
+``single``: the simulator and one bridge on ``memory://`` that ingests and serves the board.
+
+``fake``: the files callbridge serves (``/callbridge.js``, the board, its demo endpoints) and a
+scripted ``/ws`` the test plays the server's side of, message by message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -18,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge.config.model import Config
 from bridge.http.app import build_app
@@ -25,7 +35,7 @@ from bridge.http.serving import AppServer, bridge_server
 from bridge.http.web import DemoBoard, web_routes
 from bridge.redisconn.clients import drop_prefix
 from bridge.simulator.app import Simulator, SimulatorSettings
-from tests.scenarios.conftest import wait_ready
+from tests.scenarios.conftest import SCALE, wait_ready
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 
@@ -114,6 +124,113 @@ class Setup:
             stack.push_async_callback(self.simulator.stop_traffic)
             await self.start_board()
             yield self
+
+
+class Single:
+    """The simulator and one bridge on ``memory://``: the AntBuddy stream and the board.
+    ``signals`` logs (name, payload) of every signal the simulator sent."""
+
+    def __init__(self) -> None:
+        self.simulator = Simulator(SimulatorSettings(
+            apps={APP_ID: APP_SECRET}, accounts=[ACCOUNT], extensions=EXTENSIONS,
+            calls_per_second=2.0, time_scale=0.05, traffic=False, seed=11))
+        self.signals: list[tuple[str, dict[str, Any]]] = []
+        hub_emit = self.simulator.hub.emit
+
+        def emit(account_id: str, name: str, payload: dict[str, Any]) -> int:
+            self.signals.append((name, payload))
+            return hub_emit(account_id, name, payload)
+
+        self.simulator.hub.emit = emit  # type: ignore[method-assign]
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Single]:
+        async with contextlib.AsyncExitStack() as stack:
+            sim = await stack.enter_async_context(AppServer(self.simulator.build_app()))
+            config = Config.model_validate({
+                "server": {"host": "127.0.0.1", "port": 0, "shutdown_timeout": 3},
+                "broker": {"url": "memory://"},
+                "auth": {"jwt_secret": JWT_SECRET},
+                "antbuddy": [{
+                    "tenant": TENANT, "oapi_url": sim.url, "ws_url": sim.ws_url,
+                    "dialect": "auto", "app_id": APP_ID, "app_secret": APP_SECRET,
+                    "account_id": ACCOUNT, "sip_user": SIP_USER,
+                    "sip_password": "board-sip-" + secrets.token_hex(6)}],
+            })
+            app = build_app(config, demo=DemoBoard(jwt_secret=JWT_SECRET, tenant=TENANT,
+                                                   extensions=EXTENSIONS))
+            self.board = await stack.enter_async_context(bridge_server(app, config))
+            await wait_ready(self.board)
+            stack.push_async_callback(self.simulator.stop_traffic)
+            yield self
+
+
+class FakeConnection:
+    """One client connection to the fake ``/ws``: the test reads what the client sent and
+    answers as the server would."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.received: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+
+    async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout * SCALE):
+            return await self.received.get()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.websocket.send_text(json.dumps(message))
+
+    async def close(self, code: int) -> None:
+        await self.websocket.close(code)
+
+
+class Fake:
+    """The files callbridge serves, and a ``/ws`` handing each connection to the test."""
+
+    def __init__(self) -> None:
+        self.connections: asyncio.Queue[FakeConnection] = asyncio.Queue(maxsize=100)
+
+    def app(self) -> Starlette:
+        config = Config.model_validate({"auth": {"jwt_secret": JWT_SECRET}})
+        demo = DemoBoard(jwt_secret=JWT_SECRET, tenant=TENANT, extensions=EXTENSIONS)
+        return Starlette(routes=[*web_routes(config, demo=demo), WebSocketRoute("/ws", self._ws)])
+
+    async def _ws(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        connection = FakeConnection(websocket)
+        self.connections.put_nowait(connection)
+        try:
+            while True:
+                connection.received.put_nowait(json.loads(await websocket.receive_text()))
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the client left, or the test closed the connection
+
+    async def accept(self, timeout: float = 10.0) -> FakeConnection:
+        """The next connection, once the client authenticated: it is sent a ``welcome``."""
+        async with asyncio.timeout(timeout * SCALE):
+            connection = await self.connections.get()
+        auth = await connection.receive(timeout)
+        assert auth["type"] == "auth" and auth["token"]
+        await connection.send({"type": "welcome", "sub": "demo-board",
+                               "expires_at": int(time.time()) + 300, "expiry_grace": 10.0,
+                               "session": secrets.token_hex(8), "heartbeat": 25.0,
+                               "idle_timeout": 0})
+        return connection
+
+
+@pytest.fixture
+async def single() -> AsyncIterator[Single]:
+    if CHROMIUM is None:
+        pytest.skip("Chromium not found (apt-get install chromium, or set CALLBRIDGE_CHROMIUM)")
+    async with Single().running() as s:
+        yield s
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[Fake, AppServer]]:
+    bridge = Fake()
+    async with AppServer(bridge.app(), graceful_timeout=2.0) as server:
+        yield bridge, server
 
 
 @pytest.fixture

@@ -270,6 +270,60 @@ async def test_traffic_runs_until_cancelled_and_follows_rate_changes():
     assert len({p["Call-ID"] for _, _, p in got}) >= 2
 
 
+def most_calls_per_extension(got):
+    """The most calls any (account, extension) was in at once, replaying the signals in order:
+    a call lasts from its first signal to the destroy of its last open leg."""
+    open_legs = Counter()  # Bridge-ID -> legs created and not destroyed
+    members = defaultdict(set)  # Bridge-ID -> (account, extension) in it
+    calls_of = defaultdict(set)  # (account, extension) -> Bridge-IDs in progress
+    most = 0
+    for account, name, payload in got:
+        call = payload["Custom-Channel-Vars"]["Bridge-ID"]
+        if name == "CHANNEL_CREATE":
+            open_legs[call] += 1
+        if "Presence-ID" in payload:
+            member = (account, payload["Presence-ID"].split("@")[0])
+            members[call].add(member)
+            calls_of[member].add(call)
+            most = max(most, len(calls_of[member]))
+        if name == "CHANNEL_DESTROY":
+            open_legs[call] -= 1
+            if open_legs[call] == 0:
+                for member in members.pop(call):
+                    calls_of[member].discard(call)
+    assert not any(calls_of.values()) and not members
+    return most
+
+
+async def test_an_extension_is_in_one_call_at_a_time():
+    got = []
+    accounts, extensions = ["acc1", "acc2"], ["1001", "1002", "1003"]
+    # Far more calls than three phones per account can take: most arrivals find them busy.
+    traffic = Traffic(lambda *signal: got.append(signal), accounts=accounts,
+                      extensions=extensions, calls_per_second=400, time_scale=0.002, seed=5,
+                      max_calls=60)
+    async with asyncio.timeout(60):
+        await traffic.run()
+    check_traffic_output(got, traffic, accounts, extensions, calls=60)
+    assert traffic.stats()["calls_busy"] > 0
+    assert most_calls_per_extension(got) == 1
+    # Every kind of call still happens: internal, from outside and to outside.
+    inceptions = Counter(p["Custom-Channel-Vars"].get("Inception") for _, n, p in got
+                         if n == "CHANNEL_CREATE" and p["Call-Direction"] == "inbound")
+    assert set(inceptions) == {None, "offnet", "onnet"}
+
+
+async def test_call_waiting_is_only_on_request():
+    got = []
+    traffic = Traffic(lambda *signal: got.append(signal), accounts=["acc1"],
+                      extensions=["1001", "1002", "1003"], calls_per_second=400,
+                      time_scale=0.002, seed=5, max_calls=40, calls_per_extension=2)
+    async with asyncio.timeout(60):
+        await traffic.run()
+    check_traffic_output(got, traffic, ["acc1"], ["1001", "1002", "1003"], calls=40)
+    assert most_calls_per_extension(got) == 2
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -277,6 +331,7 @@ async def test_traffic_runs_until_cancelled_and_follows_rate_changes():
         {"extensions": ["1001", "1001"]},
         {"calls_per_second": 0},
         {"time_scale": -1},
+        {"calls_per_extension": 0},
     ],
 )
 def test_traffic_rejects_bad_settings(kwargs):
