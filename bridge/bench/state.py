@@ -102,10 +102,10 @@ async def _snapshots(broker: RedisBroker, rounds: int) -> tuple[list[float], int
     for _ in range(rounds):
         started = time.perf_counter()
         snap = await broker.snapshot(CHANNEL)
+        active = view.calls(snap.records)
         message = orjson.dumps({"type": "state", "id": None, "channel": CHANNEL,
-                                "epoch": snap.epoch, "offset": snap.offset,
-                                "calls": view.calls(snap.records),
-                                "extensions": view.extensions(snap.records)})
+                                "epoch": snap.epoch, "offset": snap.offset, "calls": active,
+                                "extensions": view.extensions(snap.records, active=active)})
         latencies.append((time.perf_counter() - started) * 1000)
         size = len(message)
     return sorted(latencies), size

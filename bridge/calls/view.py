@@ -109,17 +109,19 @@ def calls(records: Mapping[str, Record]) -> list[dict[str, Any]]:
 
 def extensions(records: Mapping[str, Record],
                presence: Mapping[str, Record] | None = None,
-               only: str | None = None) -> list[dict[str, Any]]:
+               only: str | None = None, *,
+               active: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Each extension's ``status`` (``idle``, ``ringing``, ``talking``, ``held``), its calls,
     and ``online`` where a provider reports presence; by extension. ``only``: that one
-    extension (listed, idle, even when nothing is known of it)."""
+    extension (listed, idle, even when nothing is known of it). ``active``: :func:`calls` of
+    the same records, when the caller has it already."""
     found: dict[str, dict[str, Any]] = {}
 
     def entry(extension: str) -> dict[str, Any]:
         return found.setdefault(extension, {"extension": extension, "status": "idle",
                                             "calls": []})
 
-    for call in calls(records):
+    for call in calls(records) if active is None else active:
         for leg in call["legs"]:
             extension = leg.get("extension")
             if not extension or (only is not None and extension != only):

@@ -278,7 +278,8 @@ def state_lists(
     """
     kind = channel.partition(":")[0]
     if kind == "calls":
-        return view.calls(records), view.extensions(records, only=extension_of(channel))
+        active = view.calls(records)
+        return active, view.extensions(records, only=extension_of(channel), active=active)
     if kind == "presence":
         return [], view.extensions({}, presence=records)
     return [], []
