@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "bridge"
 
 #: Bottom to top, as docs/design.md lists them. "bridge" is the package itself (its version).
 LAYERS = ("bridge", "common", "events", "calls", "redisconn", "config", "auth", "api", "brokers",
-          "cluster", "upstream", "providers", "downstream", "core", "admin", "http", "simulator",
+          "cluster", "consumer", "push", "upstream", "providers", "downstream", "core", "admin", "http", "simulator",
           "bench", "cli", "__main__")
 
 #: The command line loads a command's modules only when that command runs, so that
