@@ -1,4 +1,4 @@
-"""``callbridge``: serve, demo, token, simulate, admin, bench."""
+"""``callbridge``: serve, demo, token, simulate, tail, admin, bench."""
 
 from __future__ import annotations
 
@@ -71,6 +71,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--expire-format", default="ttl", choices=["ttl", "unix", "unix_ms", "iso"])
     sim.add_argument("--expiry-policy", default="subscribe", choices=["subscribe", "disconnect"])
 
+    tail = commands.add_parser(
+        "tail", help="print channels' events from Redis, live or from a position")
+    tail.add_argument("channels", nargs="+", metavar="CHANNEL", help="e.g. calls:acme:1001")
+    where = tail.add_mutually_exclusive_group()
+    where.add_argument("--from", dest="offset", metavar="OFFSET",
+                       help="start after this offset of the current epoch (0: every event kept)")
+    where.add_argument("--since", metavar="DURATION",
+                       help="start with the events of the last 30s, 10m, 2h, 1d")
+    tail.add_argument("--format", default="json", choices=["json", "table"],
+                      help="json: one envelope per line; table: a readable row per event")
+    tail.add_argument("--group", metavar="NAME",
+                      help="read as one worker of this consumer group, acknowledging each event")
+    tail.add_argument("--config", metavar="FILE.toml",
+                      help="read [broker] url and prefix from here")
+    tail.add_argument("--redis", metavar="URL", help="redis:// or redis-cluster:// URL "
+                      "(instead of the configuration's [broker] url)")
+    tail.add_argument("--prefix", help="key prefix (instead of the configuration's)")
+
     admin = commands.add_parser(
         "admin", help="operate a running instance through its /admin API (docs/admin.md)")
     from bridge.admin.cli import add_arguments as _admin_arguments
@@ -94,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "admin":
         from bridge.admin.cli import main as admin_main
         return admin_main(args)
-    runner = {"serve": _serve, "demo": _demo, "simulate": _simulate}[args.command]
+    runner = {"serve": _serve, "demo": _demo, "simulate": _simulate, "tail": _tail}[args.command]
     try:
         return asyncio.run(runner(args))
     except KeyboardInterrupt:
@@ -214,6 +232,39 @@ def _overrun(timeout: float) -> None:
     logging.shutdown()
     sys.stderr.flush()
     os._exit(1)
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    from bridge.consumer.tail import parse_since, starts, tail
+    from bridge.events.channels import is_valid_channel
+
+    bad = [c for c in args.channels if not is_valid_channel(c)]
+    if bad:
+        print(f"callbridge tail: invalid channel(s): {', '.join(bad)}", file=sys.stderr)
+        return 2
+    url, prefix = args.redis, args.prefix
+    if url is None or prefix is None:
+        config = _load(args.config)
+        url = url or config.broker.url
+        prefix = config.broker.prefix if prefix is None else prefix
+    if not url.startswith(("redis://", "rediss://", "redis-cluster://")):
+        print("callbridge tail: needs a Redis broker (--redis URL, or [broker] url)",
+              file=sys.stderr)
+        return 2
+    if args.group is not None and (args.offset or args.since):
+        print("callbridge tail: --group reads from the group's position, not --from/--since",
+              file=sys.stderr)
+        return 2
+    try:
+        since = parse_since(args.since) if args.since else None
+        start = await starts(url, prefix, args.channels, offset=args.offset, since=since)
+    except ValueError as exc:
+        print(f"callbridge tail: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    _stop_on_signals([], stop)
+    return await tail(url, args.channels, prefix=prefix, start=start, fmt=args.format,
+                      group=args.group, out=sys.stdout, stop=stop)
 
 
 async def _simulate(args: argparse.Namespace) -> int:
