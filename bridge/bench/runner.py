@@ -18,9 +18,9 @@ from bridge.bench import common, report
 from bridge.bench.chaos.run import main as chaos_main
 from bridge.bench.targets import TARGETS
 
-SCENARIOS = ("callcenter", "chaos", "firehose", "idle", "state", "upstream")
+SCENARIOS = ("callcenter", "chaos", "consumers", "firehose", "idle", "state", "upstream")
 #: Scenarios that only make sense for callbridge (they drive its upstream side).
-CALLBRIDGE_ONLY = {"callcenter", "state", "upstream"}
+CALLBRIDGE_ONLY = {"callcenter", "consumers", "state", "upstream"}
 
 
 class Scenario(Protocol):
@@ -52,9 +52,11 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
                        help="comma-separated: callbridge,ceiling,peer")
     bench.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     bench.add_argument("--workers", type=int, default=2, help="client processes")
+    bench.add_argument("--pool", type=int, help="consumers: worker processes of the group (4)")
     bench.add_argument("--clients", type=int, help="connections (scenario default otherwise)")
     bench.add_argument("--events", type=int,
-                       help="firehose: events injected; state: events of the on/off comparison")
+                       help="firehose: events injected; state: events of the on/off comparison; "
+                            "consumers: events in the channel")
     bench.add_argument("--calls", type=int, help="state: active calls (two extensions each)")
     bench.add_argument("--rate", type=float, help="callcenter: upstream events per second")
     bench.add_argument("--duration", type=float,
@@ -80,6 +82,8 @@ def scenario_params(args: argparse.Namespace) -> dict[str, Any]:
     scenario = _module(name)
     if name == "firehose":
         return scenario.params(args.smoke, args.clients, args.events)
+    if name == "consumers":
+        return scenario.params(args.smoke, args.events, args.pool)
     if name == "state":
         return scenario.params(args.smoke, args.calls, args.events)
     if name == "idle":

@@ -79,3 +79,11 @@ def test_state_measures_snapshots_and_publishing_with_and_without_state():
     assert run["snapshot_p99_ms"] >= run["snapshot_p50_ms"] > 0
     assert run["ws_state_p99_ms"] >= run["ws_state_p50_ms"] > 0
     assert run["state_bytes"] > 20 * 100  # every call is in the message
+
+
+def test_consumers_measures_one_consumer_and_a_worker_pool():
+    data = bench("consumers", "--events", "200", "--pool", "2")
+    check_shape(data, "consumers", ["callbridge"])
+    run = data["targets"]["callbridge"]["runs"][0]
+    assert run["events"] == 200 and run["pool_workers"] == 2
+    assert run["one_consumer_per_s"] > 0 and run["pool_per_s"] > 0
