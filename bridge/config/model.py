@@ -19,12 +19,14 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from bridge.common.redact import register
 from bridge.config.providers import (
     ACCOUNT_SECTIONS,
+    TENANT,
     EPacificAccount,
     KompaasAccount,
     QuickomAccount,
     Section,
     min_secret,
 )
+from bridge.events.channels import is_valid_channel
 from bridge.redisconn.url import parse_cluster_url
 
 MASK = "**********"
@@ -216,6 +218,69 @@ class AntBuddyAccount(_Section):
         return self
 
 
+def safe_url(url: str) -> str:
+    """``url`` with its userinfo (``user:password@``), if any, masked: for messages."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if sep and "@" in authority:
+        return f"{scheme}://{MASK}@{authority.rpartition('@')[2]}{slash}{path}"
+    return url
+
+
+class WebhookTarget(_Section):
+    """One receiver of signed HTTP pushes (docs/consumers.md, "Webhooks")."""
+
+    #: Names the target in logs, ``/readyz``, its lease, consumer group and dead letters.
+    name: str = Field(pattern=TENANT, max_length=64)
+    url: str
+    #: Exact channel names whose events are pushed, each in its own order.
+    channels: list[str] = Field(min_length=1, max_length=1000)
+    #: HMAC keys, the first first; every one signs each push (one ``v1`` each) for rotation.
+    secrets: list[SecretStr] = Field(min_length=1, max_length=4)
+    #: Seconds one POST may take, connecting and answering included.
+    timeout: float = Field(10.0, gt=0, le=300)
+    #: Seconds an event is retried (from its first attempt) before it is dead-lettered.
+    retry_for: float = Field(3600.0, gt=0, le=7 * 86400)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host, got "
+                             f"{safe_url(url)[:100]!r}")
+        if "@" in parts.netloc:
+            raise ValueError("must not hold credentials (user:password@), got "
+                             f"{safe_url(url)[:100]!r}: receivers authenticate pushes by "
+                             "their signature")
+        return url
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, channels: list[str]) -> list[str]:
+        for channel in channels:
+            if not is_valid_channel(channel):
+                raise ValueError(f"{channel[:100]!r} is not a channel name (exact names only)")
+        if len(set(channels)) != len(channels):
+            raise ValueError("a channel is listed twice")
+        return channels
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        for secret in secrets:
+            register(secret.get_secret_value())
+        for i, secret in enumerate(secrets):
+            if len(secret.get_secret_value().encode()) < 16:
+                raise ValueError(f"secrets[{i}] must be at least 16 bytes")
+        return secrets
+
+    @property
+    def keys(self) -> list[bytes]:
+        """The secrets as HMAC keys, in order."""
+        return [s.get_secret_value().encode() for s in self.secrets]
+
+
 class Config(_Section):
     server: ServerConfig = ServerConfig()
     broker: BrokerConfig = BrokerConfig()
@@ -228,6 +293,8 @@ class Config(_Section):
     quickom: list[QuickomAccount] = []
     epacific: list[EPacificAccount] = []
     kompaas: list[KompaasAccount] = []
+    #: Signed HTTP push targets (Redis brokers only); fixed for the life of the process.
+    webhook: list[WebhookTarget] = []
 
     @model_validator(mode="after")
     def _unique_accounts(self) -> Config:
@@ -240,6 +307,15 @@ class Config(_Section):
                     f"{acc.account_id!r} (already in antbuddy[{seen[key]}])"
                 )
             seen[key] = i
+        names: dict[str, int] = {}
+        for i, target in enumerate(self.webhook):
+            if target.name in names:
+                raise ValueError(f"webhook[{i}] repeats name {target.name!r} (already in "
+                                 f"webhook[{names[target.name]}])")
+            names[target.name] = i
+        if self.webhook and self.broker.url.startswith("memory:"):
+            raise ValueError("webhook: pushes need a Redis [broker] url (their consumer "
+                             "groups, leases and dead letters live there); memory:// has none")
         for section in ACCOUNT_SECTIONS:
             tenants: dict[str, int] = {}
             for i, block in enumerate(getattr(self, section)):
@@ -258,12 +334,12 @@ class Config(_Section):
 
 
 #: Every key whose value is a secret, in any section: never echoed, always registered.
-_SECRET_MODELS: tuple[type[BaseModel], ...] = (AuthConfig, AntBuddyAccount,
+_SECRET_MODELS: tuple[type[BaseModel], ...] = (AuthConfig, AntBuddyAccount, WebhookTarget,
                                                *ACCOUNT_SECTIONS.values())
 _SECRET_KEYS = frozenset(
     name for model in _SECRET_MODELS
     for name, field in model.model_fields.items()
-    if field.annotation in (SecretStr, SecretStr | None)
+    if field.annotation in (SecretStr, SecretStr | None, list[SecretStr])
 )
 
 #: Sections written as arrays of tables, one block per provider account.

@@ -48,6 +48,7 @@ from bridge.core.streams import StreamFactory
 from bridge.downstream.hub import Hub
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.registry import build_providers, rebuild_providers
+from bridge.push.pusher import Pusher
 from bridge.upstream.stream import State, UpstreamStream
 from bridge.upstream.tokens import app_hash
 
@@ -72,6 +73,10 @@ class Service:
                              max_call_age=config.state.max_call_age,
                              sweep_interval=config.state.sweep_interval)
         self.pipeline.on_published = self.closer.completed
+        #: The ``[[webhook]]`` targets, each pushed under its lease (none: nothing runs).
+        self.pusher = Pusher(config.webhook, url=config.broker.url,
+                             prefix=config.broker.prefix, leases=self.leases,
+                             notices=self.notices)
         self.streams: list[UpstreamStream] = []
         #: One per stream, same order as :attr:`streams`.
         self.runners: list[LeasedRunner] = []
@@ -117,6 +122,8 @@ class Service:
         self._spawn(self.closer.run(), "closer")
         for account in self.config.antbuddy:
             self._start_stream(account)
+        self._stack.push_async_callback(self.pusher.close)
+        self.pusher.start()
         # Listening only now: an instance that hears a release notice has its runners.
         self.notices.on_notice(self._on_lease_notice)
         self._stack.push_async_callback(self.notices.close)
@@ -231,6 +238,7 @@ class Service:
     async def _wind_down(self) -> None:
         # No more closing events: what is queued is published, nothing new is started.
         await self._stop_task("closer")
+        await self.pusher.stop()  # its leases released: another instance pushes at once
         async with self._reload_lock:  # a reload in progress finishes first
             for runner in self.runners:
                 runner.detach()  # the streams run on, publishing, until taken over
@@ -267,6 +275,7 @@ class Service:
         await self._stack.aclose()
 
     def _on_lease_notice(self, notice: Notice) -> None:
+        self.pusher.on_notice(notice)
         streams = set(notice.streams)
         for runner in self.runners:
             if runner.stream in streams:
@@ -312,6 +321,7 @@ class Service:
             "revocations": {"synced": self.revocations.synced,
                             "revoked": len(self.revocations.ids)},
             "providers": [p.snapshot() for p in self.providers],
+            "webhooks": self.pusher.snapshot(),
         }
         return ready, body
 
