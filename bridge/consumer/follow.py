@@ -172,10 +172,14 @@ class Consumer:
             return
         self._closed = True
         tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=self._timeout)
+        # Cancel again until they end: Python 3.11's wait_for(), used inside the client
+        # library, swallows a cancellation that races with a blocked read's completion.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while any(not task.done() for task in tasks) and loop.time() < deadline:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=0.05)
         while not self._queue.empty():  # wake a reader waiting in __anext__: the end
             self._queue.get_nowait()
         self._queue.put_nowait(StopAsyncIteration())
@@ -235,6 +239,8 @@ class Consumer:
                 check = await self._wait(group)
                 delays = backoff(0.25, 2.0, RECONNECT_MAX)
             except _IO_ERRORS as exc:
+                if self._closed:  # close() cut the connection under the read: the end
+                    return
                 log.warning("reading from Redis failed (%s); retrying", type(exc).__name__)
                 check = None
                 await asyncio.sleep(next(delays))
