@@ -18,8 +18,9 @@ from bridge.config.model import _ARRAYS, _SECTIONS, Config
 
 #: The account arrays a reload applies, in the order the service builds them.
 ACCOUNT_SECTIONS: tuple[str, ...] = tuple(_ARRAYS)
-#: The sections a reload cannot change.
-FIXED_SECTIONS: tuple[str, ...] = tuple(_SECTIONS)
+#: The sections a reload cannot change (``[[webhook]]`` targets too: their leases and
+#: consumer groups are set up once, at start).
+FIXED_SECTIONS: tuple[str, ...] = (*_SECTIONS, "webhook")
 
 
 def block_name(section: str, block: Any) -> str:

@@ -47,3 +47,15 @@ def test_fixed_sections_are_reported_and_keep_their_running_values():
     assert changes.config.server == old.server and changes.config.auth == old.auth
     assert changes.config.logging.level == "INFO"
     assert changes.summary().endswith("restart needed for [server] [auth] [logging] [lease]")
+
+
+def test_a_changed_webhook_target_needs_a_restart() -> None:
+    base = {"auth": {"jwt_secret": "s" * 32}, "broker": {"url": "redis://127.0.0.1:6379/0"}}
+    target = {"name": "crm", "url": "https://crm.example/hook", "channels": ["calls:acme"],
+              "secrets": ["k" * 16]}
+    old = Config.model_validate({**base, "webhook": [target]})
+    new = Config.model_validate({**base, "webhook": [{**target, "url": "https://crm.example/v2"}]})
+    changes = diff(old, new)
+    assert changes.restart_needed == ("webhook",)
+    assert changes.config.webhook == old.webhook, "the running targets stay"
+    assert "restart needed for [webhook]" in changes.summary()
