@@ -13,9 +13,9 @@ import pytest
 
 from bridge.brokers.base import BrokerError
 from bridge.brokers.memory import MemoryBroker
-from bridge.calls.change import Change
 from bridge.brokers.redis.broker import RedisBroker
 from bridge.brokers.resilient import ResilientBroker
+from bridge.calls.change import Change
 from bridge.downstream.hub import Hub
 from tests.downstream.conftest import run_uvicorn
 from tests.downstream.harness import bridge_starter, client, recv, subscribe, token
