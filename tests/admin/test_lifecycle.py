@@ -20,7 +20,7 @@ from bridge.auth.tokens import mint
 from bridge.brokers.redis.broker import RedisBroker
 from tests.admin.clients import Client
 from tests.admin.conftest import ADMIN, SHARED_REDIS, antbuddy, config_data, toml
-from tests.scenarios.conftest import ACCOUNT, JWT_SECRET, SCALE, TENANT, eventually
+from tests.scenarios.conftest import ACCOUNT, EXTENSIONS, JWT_SECRET, SCALE, TENANT, eventually
 from tests.support.redis_server import private_redis
 from tests.support.serve_process import ServeProcess
 
@@ -109,7 +109,7 @@ def journal_keys(simulator: Any) -> set[tuple[str, str]]:
 
 async def test_sigterm_hands_the_stream_over_losing_no_signal_and_a_resuming_client_misses_nothing(
         start_simulator, prefix, tmp_path):
-    simulator, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=8,
+    simulator, sim = await start_simulator(extensions=EXTENSIONS, time_scale=0.05, seed=8,
                                            journal_size=100_000)
     # A lease ttl far beyond the test's waits (standby attempts every 10 s): the survivor takes
     # the stream over on the release notice; the old holder runs it until the survivor is live.
@@ -273,7 +273,7 @@ async def _equals(value: Any, expected: Any) -> bool:
 
 
 async def test_a_shutdown_that_cannot_publish_ends_by_its_deadline(start_simulator, tmp_path):
-    simulator, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=9)
+    simulator, sim = await start_simulator(extensions=EXTENSIONS, time_scale=0.05, seed=9)
     async with private_redis() as redis_server:
         data = instance_config(sim, "cbtest-deadline:", 0, redis_url=redis_server.url,
                                shutdown_timeout=2.0)

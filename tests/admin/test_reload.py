@@ -13,7 +13,7 @@ from bridge.auth.tokens import mint
 from bridge.simulator.app import Simulator
 from tests.admin.clients import Client
 from tests.admin.conftest import ADMIN, SHARED_REDIS, Bridge, antbuddy, config_data
-from tests.scenarios.conftest import JWT_SECRET, bridge_config, eventually
+from tests.scenarios.conftest import EXTENSIONS, JWT_SECRET, bridge_config, eventually
 
 A, B, C = "antbuddy/ta/acct-a", "antbuddy/tb/acct-b", "antbuddy/tc/acct-c"
 
@@ -35,7 +35,7 @@ def subscribed(bridge: Bridge, *names: str) -> bool:
 async def test_reload_starts_stops_and_restarts_streams_and_leaves_the_rest_alone(
         start_simulator, start_bridge_file, prefix):
     simulator, sim = await start_simulator(
-        accounts=["acct-a", "acct-b", "acct-c"], extensions=["1001", "1002"], time_scale=0.05,
+        accounts=["acct-a", "acct-b", "acct-c"], extensions=EXTENSIONS, time_scale=0.05,
         seed=3, journal_size=100_000)
     block_a, block_b = antbuddy(sim, "ta", "acct-a"), antbuddy(sim, "tb", "acct-b")
     block_c = antbuddy(sim, "tc", "acct-c")

@@ -29,6 +29,9 @@ APP_ID = "it-app"
 APP_SECRET = "it-app-secret-" + secrets.token_hex(8)
 ACCOUNT = "acct-it"
 TENANT = "itest"
+#: The simulator keeps an extension in one call at a time: enough extensions for traffic to
+#: flow at the rates the tests ask for.
+EXTENSIONS = [f"10{n:02d}" for n in range(1, 9)]
 JWT_SECRET = secrets.token_urlsafe(32)
 
 

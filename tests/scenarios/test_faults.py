@@ -19,7 +19,7 @@ from bridge.calls.change import Change
 from bridge.downstream.hub import Hub
 from tests.downstream.conftest import run_uvicorn
 from tests.downstream.harness import bridge_starter, client, recv, subscribe, token
-from tests.scenarios.conftest import SCALE, TENANT, eventually
+from tests.scenarios.conftest import EXTENSIONS, SCALE, TENANT, eventually
 from tests.scenarios.test_instances import Client, instances, no_duplicates
 from tests.support.redis_server import private_redis
 
@@ -149,7 +149,7 @@ async def test_overflow_is_counted_and_still_delivered_locally():
 @pytest.mark.slow
 async def test_redis_killed_during_traffic_and_restarted(start_simulator):
     prefix = f"cbtest-{secrets.token_hex(4)}:"
-    simulator, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=7)
+    simulator, sim = await start_simulator(extensions=EXTENSIONS, time_scale=0.05, seed=7)
     async with private_redis() as redis_server, \
             instances(sim.url, redis_server.url, prefix, 1, broker={"buffer_events": 15}) as group:
         bridge = group[0]

@@ -29,6 +29,7 @@ from tests.scenarios.conftest import (
     ACCOUNT,
     APP_ID,
     APP_SECRET,
+    EXTENSIONS,
     JWT_SECRET,
     SCALE,
     TENANT,
@@ -263,7 +264,7 @@ def no_duplicates(ids: list[str]) -> bool:
 @pytest.mark.slow
 async def test_two_instances_share_redis_and_survive_a_killed_holder(start_simulator):
     prefix = f"cbtest-{secrets.token_hex(4)}:"
-    simulator, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=5)
+    simulator, sim = await start_simulator(extensions=EXTENSIONS, time_scale=0.05, seed=5)
     async with private_redis() as redis_server, \
             instances(sim.url, redis_server.url, prefix, 2) as group:
         await eventually(lambda: held_by_one(group), 15, "exactly one holder of the stream")
@@ -309,7 +310,7 @@ async def _holds(instance: Instance) -> bool:
 @pytest.mark.slow
 async def test_sigterm_releases_the_lease_and_closes_clients_1012(start_simulator):
     prefix = f"cbtest-{secrets.token_hex(4)}:"
-    _, sim = await start_simulator(extensions=["1001", "1002"], time_scale=0.05, seed=6)
+    _, sim = await start_simulator(extensions=EXTENSIONS, time_scale=0.05, seed=6)
     # A ttl far beyond the test's waits: only an explicit release lets the other take over.
     async with private_redis() as redis_server, \
             instances(sim.url, redis_server.url, prefix, 2, ttl=60.0) as group:
