@@ -48,12 +48,8 @@ class Change:
         """The change as the Redis publish script reads it (every operation present; an empty
         operation is an empty JSON object)."""
         return orjson.dumps({"key": self.key, "at": self.at, "end": self.end,
-                             "set": _object(self.set), "setnx": _object(self.setnx),
-                             "max": _object(self.max), "latest": _object(self.latest)})
-
-
-def _object(ops: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(ops)
+                             "set": dict(self.set), "setnx": dict(self.setnx),
+                             "max": dict(self.max), "latest": dict(self.latest)})
 
 
 def apply(records: dict[str, Record], tombstones: dict[str, float], change: Change,
@@ -62,9 +58,15 @@ def apply(records: dict[str, Record], tombstones: dict[str, float], change: Chan
     end). The reference rule: the Redis publish script does exactly this."""
     if change.end:
         records.pop(change.key, None)
+        # Kept in the order they were set, oldest first: pruning stops at the first young one
+        # instead of scanning every tombstone on each end.
+        tombstones.pop(change.key, None)
         tombstones[change.key] = now
-        for key in [k for k, t in tombstones.items() if t < now - TOMBSTONE_SECONDS]:
-            del tombstones[key]
+        while tombstones:
+            oldest = next(iter(tombstones))
+            if tombstones[oldest] >= now - TOMBSTONE_SECONDS:
+                break
+            del tombstones[oldest]
         return
     if change.key in tombstones:
         return

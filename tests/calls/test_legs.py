@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from bridge.calls import view
-from bridge.calls.change import Change, Record, apply
+from bridge.calls.change import TOMBSTONE_SECONDS, Change, Record, apply
 from bridge.calls.legs import change_for
 from bridge.events.event import Event, EventType, Party
 
@@ -202,3 +202,17 @@ def test_a_change_reads_the_same_in_json() -> None:
     assert data["key"] == "leg:a" and data["max"] == {"rank": 1}
     assert data["setnx"] == {"started_at": "2026-12-07T10:00:00.000Z"}
     assert data["end"] is False and data["latest"] == {}
+
+
+def test_tombstones_older_than_their_lifetime_are_dropped_by_a_later_end() -> None:
+    records: dict[str, Record] = {}
+    tombstones: dict[str, float] = {}
+    apply(records, tombstones, Change("leg:a", "2026-12-07T10:00:00.000Z", end=True), now=0.0)
+    apply(records, tombstones, Change("leg:b", "2026-12-07T10:00:01.000Z", end=True), now=10.0)
+    apply(records, tombstones, Change("leg:a", "2026-12-07T10:00:02.000Z", end=True), now=20.0)
+    apply(records, tombstones, Change("leg:c", "2026-12-07T11:00:00.000Z", end=True),
+          now=15.0 + TOMBSTONE_SECONDS)
+    assert list(tombstones) == ["leg:a", "leg:c"], "b expired; a's end was renewed at 20"
+    apply(records, tombstones, Change("leg:b", "2026-12-07T11:00:01.000Z", set={"x": 1}),
+          now=16.0 + TOMBSTONE_SECONDS)
+    assert records == {"leg:b": {"x": 1}}
