@@ -28,7 +28,6 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import RedisError
 
 from bridge.brokers.base import ReplayStatus
 from bridge.brokers.redis import wire
@@ -36,10 +35,10 @@ from bridge.common.backoff import backoff
 from bridge.consumer.items import Envelope, Gap, Position
 from bridge.consumer.position import PositionStore
 from bridge.events.channels import granted, is_valid_channel, is_valid_pattern
+from bridge.redisconn.clients import IO_ERRORS
 from bridge.redisconn.url import parse_cluster_url
 
 log = logging.getLogger("bridge.consumer.follow")
-_IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 #: The longest wait between two attempts to reach Redis again.
 RECONNECT_MAX = 5.0
 Start = Literal["latest", "earliest"] | Mapping[str, Position]
@@ -221,7 +220,7 @@ class Consumer:
                     if not any(channel in group for group in self._groups.values()):
                         self._add(channel, saved.get(channel), "earliest")
                 delays = backoff(0.25, 2.0, RECONNECT_MAX)
-            except _IO_ERRORS as exc:
+            except IO_ERRORS as exc:
                 log.warning("channel scan failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(next(delays))
             except Exception as exc:  # not retryable: the caller gets it
@@ -238,7 +237,7 @@ class Consumer:
                     await self._catch_up(channel, group[channel])
                 check = await self._wait(group)
                 delays = backoff(0.25, 2.0, RECONNECT_MAX)
-            except _IO_ERRORS as exc:
+            except IO_ERRORS as exc:
                 if self._closed:  # close() cut the connection under the read: the end
                     return
                 log.warning("reading from Redis failed (%s); retrying", type(exc).__name__)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from bridge.brokers.base import BrokerError
 from bridge.brokers.redis.wire import (
@@ -37,12 +37,11 @@ from bridge.consumer.groupwire import DeadLetter
 from bridge.consumer.items import Envelope
 from bridge.events.channels import is_valid_channel
 from bridge.events.event import envelope
-from bridge.redisconn.clients import command_client
+from bridge.redisconn.clients import IO_ERRORS, command_client
 from bridge.redisconn.url import parse_cluster_url
 
 log = logging.getLogger(__name__)
 
-_IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 #: While idle on a Redis Cluster, how often a consumer of several channels reads them again
 #: (a blocking read waits on one slot only).
 CLUSTER_POLL = 0.1
@@ -131,7 +130,7 @@ class GroupConsumer:
         are the group's with ``start="new"``); when it does not, iterating retries."""
         try:
             await self._prepare()
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             log.warning("group %s: redis at %s: %s; creating the group later", self.group,
                         self.display_url, redact.redact(str(exc)) or type(exc).__name__)
         return self
@@ -148,7 +147,7 @@ class GroupConsumer:
                 raise StopAsyncIteration  # what the buffer held stays pending for the group
             try:
                 await self._round()
-            except _IO_ERRORS as exc:
+            except IO_ERRORS as exc:
                 if _no_group(exc):  # the stream was lost with its group: create it again
                     self._ready = False
                 delay = next(self._delays)
@@ -167,7 +166,7 @@ class GroupConsumer:
         try:
             await self._client.xack(stream_key(self._prefix, delivery.channel), self._name,
                                     delivery.offset)
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             reason = redact.redact(str(exc)) or type(exc).__name__
             raise BrokerError(f"redis at {self.display_url}: ack failed: {reason}") from None
 
@@ -258,7 +257,7 @@ class GroupConsumer:
             closing.cancel()
             if not task.done():  # closed, or our caller cancelled: abandon the read
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, *_IO_ERRORS):
+                with contextlib.suppress(asyncio.CancelledError, *IO_ERRORS):
                     await task
         return task.result() if not task.cancelled() and task.result() else []
 

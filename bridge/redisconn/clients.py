@@ -8,12 +8,17 @@ PUBLISH to every node, so a subscriber on any one node hears it.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisError
 
 from bridge.redisconn.url import parse_cluster_url
+
+#: What a Redis call raises when the server or the network fails (retry, or report).
+IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 def _is_cluster(url: str) -> bool:

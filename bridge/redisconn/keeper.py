@@ -25,16 +25,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
 
 from bridge.common.backoff import RESUBSCRIBE_MAX, backoff
 from bridge.common.redact import redact
 from bridge.redisconn.channelset import ChannelSet
+from bridge.redisconn.clients import IO_ERRORS
 from bridge.redisconn.probe import Probe
 
 log = logging.getLogger(__name__)
 
-_IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 #: ``on_message(name, data)``: a message on a channel of the set.
 MessageHandler = Callable[[bytes, bytes], None]
@@ -210,7 +209,7 @@ class Keeper:
     async def _send(self, pubsub: PubSub, verb: str, names: list[bytes]) -> None:
         try:
             await self._execute(pubsub, verb, names)
-        except _IO_ERRORS as exc:  # the reader sees the broken connection and recovers
+        except IO_ERRORS as exc:  # the reader sees the broken connection and recovers
             self._log.debug("%s on %s: %s", verb, self.name, redact(str(exc)))
 
     async def _drop(self) -> None:
@@ -224,7 +223,7 @@ class Keeper:
         try:
             async with asyncio.timeout(self._timeout):
                 await pubsub.aclose()
-        except _IO_ERRORS:
+        except IO_ERRORS:
             pass  # already broken; nothing more to release
 
     async def _read_loop(self) -> None:
@@ -284,7 +283,7 @@ class Keeper:
         try:
             async with asyncio.timeout(self.probe.timeout):
                 await self._client.publish(self._probe_channel, value)
-        except _IO_ERRORS as exc:  # Redis unreachable: commands and /readyz report that
+        except IO_ERRORS as exc:  # Redis unreachable: commands and /readyz report that
             self._log.debug("probe publish: %s", redact(f"{type(exc).__name__}: {exc}"))
             return self.probe.interval or 0.0
         self.probe.sent(loop.time())

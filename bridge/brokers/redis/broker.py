@@ -30,7 +30,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from bridge.brokers.base import Broker, BrokerError, Replay, Snapshot
 from bridge.brokers.continuity import Continuity
@@ -39,12 +38,12 @@ from bridge.brokers.redis.pubsub import Subscriptions
 from bridge.calls.change import Change
 from bridge.common import redact
 from bridge.events.channels import is_valid_channel
+from bridge.redisconn.clients import IO_ERRORS
 from bridge.redisconn.keeper import Keeper
 from bridge.redisconn.probe import Probe
 
 log = logging.getLogger(__name__)
 
-_IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class RedisBroker(Broker):
@@ -160,7 +159,7 @@ class RedisBroker(Broker):
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
                 await self._client.ping()
                 await self._keeper.connect()
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             raise self._error("connect", exc) from None
         self._keeper.run()
 
@@ -177,7 +176,7 @@ class RedisBroker(Broker):
         """Await one command; any failure becomes a redacted :class:`BrokerError`."""
         try:
             return await call
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             raise self._error(doing, exc) from None
 
     async def publish(
@@ -238,7 +237,7 @@ class RedisBroker(Broker):
         try:
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
                 reply = await self._position_script(keys=keys, args=args)
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             raise self._error("position", exc) from None
         return wire.parse_position(reply)
 
@@ -247,7 +246,7 @@ class RedisBroker(Broker):
         try:
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
                 reply = await self._snapshot_script(keys=keys, args=args)
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             raise self._error("snapshot", exc) from None
         return state.parse_snapshot(reply)
 
@@ -255,5 +254,5 @@ class RedisBroker(Broker):
         try:
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
                 await self._client.ping()
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             raise self._error("PING", exc) from None

@@ -37,7 +37,6 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import RedisError
 
 from bridge.brokers.base import Broker, BrokerError, Replay, Snapshot
 from bridge.brokers.continuity import Continuity
@@ -46,11 +45,11 @@ from bridge.brokers.redis.pubsub import Subscriptions
 from bridge.calls.change import Change
 from bridge.common import redact
 from bridge.events.channels import is_valid_channel
+from bridge.redisconn.clients import IO_ERRORS
 from bridge.redisconn.keeper import Keeper
 from bridge.redisconn.url import parse_cluster_url
 
 log = logging.getLogger("bridge.brokers.redis.cluster")
-_IO_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class RedisClusterBroker(Broker):
@@ -127,7 +126,7 @@ class RedisClusterBroker(Broker):
                     versions = [i["redis_version"] for i in (
                         infos.values() if "redis_version" not in infos else [infos])]
                     self._sharded = all(int(v.split(".")[0]) >= 7 for v in versions)
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             raise self._error("connect", exc) from None
         self._subs.sharded = bool(self._sharded)
         self._started = True
@@ -171,7 +170,7 @@ class RedisClusterBroker(Broker):
                 ids = await self._publish_script(keys=keys, args=args)
                 for i, raw in zip(indexes, ids):
                     offsets[i] = raw.decode() if isinstance(raw, bytes) else str(raw)
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             if mark is not None:
                 await self._forget(mark)
             raise self._error("publish", exc) from None
@@ -180,14 +179,14 @@ class RedisClusterBroker(Broker):
     async def _forget(self, mark: str) -> None:
         try:
             await self._cluster.delete(mark)
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             log.warning("could not clear a de-duplication mark: %s", redact.redact(str(exc)))
 
     async def _read(self, call: Awaitable[Any]) -> Any:
         try:
             async with asyncio.timeout(self._timeout):
                 return await call
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             raise self._error("read", exc) from None
 
     async def epoch(self, channel: str) -> str:
@@ -227,7 +226,7 @@ class RedisClusterBroker(Broker):
         try:
             async with asyncio.timeout(self._timeout):
                 await self._cluster.ping(target_nodes=RedisCluster.PRIMARIES)
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             raise self._error("PING", exc) from None
 
     def health(self) -> dict[str, Any]:
@@ -313,5 +312,5 @@ class RedisClusterBroker(Broker):
     async def _close_client(client: Redis) -> None:
         try:
             await client.aclose()
-        except _IO_ERRORS:
+        except IO_ERRORS:
             pass  # already broken; nothing more to release
