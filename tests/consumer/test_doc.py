@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from bridge.consumer.position import FileStore
-from bridge.redisconn.clients import drop_prefix
 from tests.consumer.processes import ROOT, Process
 from tests.consumer.publishing import REDIS_URL, publish
 
@@ -25,13 +22,6 @@ def example() -> str:
     match = re.search(r"```python\n(.*?)```", DOC.read_text(), re.S)
     assert match is not None
     return match[1]
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex}:"
-    yield name
-    await drop_prefix(REDIS_URL, name)
 
 
 @pytest.mark.timeout(180)

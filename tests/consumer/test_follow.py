@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,24 +10,10 @@ import redis.asyncio as aioredis
 from bridge.consumer.follow import Consumer
 from bridge.consumer.items import Envelope, Gap, Position
 from bridge.consumer.position import FileStore, RedisStore
-from bridge.redisconn.clients import command_client, drop_prefix
+from bridge.redisconn.clients import command_client
 from tests.consumer.publishing import REDIS_URL, eventually, numbers, publish, take
 from tests.support.redis_cluster import binaries_missing, redis_cluster
 from tests.support.redis_server import private_redis
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex}:"
-    yield name
-    await drop_prefix(REDIS_URL, name)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(REDIS_URL)
-    yield redis
-    await redis.aclose()
 
 
 async def test_follows_from_latest_in_order_and_commits(

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import sys
-import uuid
 from collections.abc import AsyncIterator
 
 import orjson
@@ -18,19 +17,11 @@ from redis.asyncio import Redis
 from bridge.brokers.redis.broker import RedisBroker
 from bridge.consumer.groups import Delivery, GroupConsumer
 from bridge.consumer.groupwire import DeadLetter, dead_key, group_name
-from bridge.redisconn.clients import drop_prefix
 from tests.support.redis_server import private_redis
 
 REDIS = "redis://127.0.0.1:6379/0"
 SCALE = float(os.environ.get("CALLBRIDGE_TEST_TIMEOUT_SCALE", "1"))
 WAIT = 30.0 * SCALE
-
-
-@pytest_asyncio.fixture
-async def prefix() -> AsyncIterator[str]:
-    value = f"test-{uuid.uuid4().hex[:12]}:"
-    yield value
-    await drop_prefix(REDIS, value)
 
 
 @pytest_asyncio.fixture

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import orjson
-import pytest
 import redis.asyncio as aioredis
 
 from bridge.consumer.items import Gap
 from bridge.consumer.tail import parse_since, render
-from bridge.redisconn.clients import drop_prefix
 from tests.consumer.processes import Process
 from tests.consumer.publishing import REDIS_URL, event, publish
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex}:"
-    yield name
-    await drop_prefix(REDIS_URL, name)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(REDIS_URL)
-    yield redis
-    await redis.aclose()
 
 
 def tail(prefix: str, *args: str) -> list[str]:
