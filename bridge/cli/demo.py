@@ -1,0 +1,41 @@
+"""``callbridge demo``: the bridge on the embedded broker against the simulators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+
+from bridge.cli import common
+
+
+def register(commands: common.Commands) -> None:
+    demo = common.add_command(
+        commands, "demo", "run the bridge on the embedded broker against the AntBuddy "
+        "simulator, printing a client token and the events")
+    demo.add_argument("--host", default="127.0.0.1", help="address the bridge listens on")
+    demo.add_argument("--port", type=int, default=8080, help="bridge port (0: any free port)")
+    demo.add_argument("--rate", type=float, default=1.0, help="simulated calls per second")
+    demo.add_argument("--extensions", type=int, default=10,
+                      help="how many extensions (1001, 1002, ...)")
+    demo.add_argument("--dialect", default="auto",
+                      choices=["auto", "socketio-0.9", "kazoo-json", "engineio-4"],
+                      help="upstream websocket dialect the bridge speaks to the simulator")
+    demo.add_argument("--token-lifetime", type=float, default=300.0,
+                      help="seconds the simulator's upstream tokens live")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: run until Ctrl-C)")
+    demo.add_argument("--quiet", action="store_true", help="do not print events")
+    demo.add_argument("--all", action="store_true",
+                      help="also run the Quickom, ePacific and Kompaas simulators")
+    demo.set_defaults(run=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from bridge.common import logs
+    from bridge.simulator.demo import run_demo
+
+    logs.setup("DEBUG" if args.debug else "WARNING", json=False)
+    stop = asyncio.Event()
+    return await run_demo(args, stop, lambda servers: common.stop_on_signals(servers, stop),
+                          jwt_secret=secrets.token_urlsafe(32))
