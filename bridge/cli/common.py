@@ -18,8 +18,15 @@ Commands = Any  # argparse's subparsers action (a private class)
 
 #: Exit statuses (docs/operations.md lists them).
 EXIT_OK = 0
+#: Something unexpected failed (the traceback is shown with --debug).
 EXIT_FAILURE = 1
+#: The configuration or the command line is wrong (the message names the key or option).
 EXIT_CONFIG = 2
+#: The server cannot listen on its address (port in use, no permission).
+EXIT_LISTEN = 3
+#: Something the command depends on is unreachable or refuses it: Redis at start, or a check
+#: of ``callbridge check --online``.
+EXIT_UNAVAILABLE = 4
 EXIT_INTERRUPTED = 130
 
 

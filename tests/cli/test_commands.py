@@ -10,15 +10,12 @@ import time
 import jwt
 
 from bridge.auth.tokens import verify
+from tests.cli.run import callbridge
 
 SECRET = "cli-test-secret-0123456789abcdef"
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE__")}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+run = callbridge
 
 
 def test_token_mints_a_verifiable_token():
