@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from bridge import __version__
-from bridge.cli import common, demo, serve, simulate, tail, tokens
+from bridge.cli import check, common, demo, init, serve, simulate, tail, tokens
 
 DESCRIPTION = """\
 callbridge: a realtime call-signal bridge. It keeps provider links open (AntBuddy, Quickom,
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"callbridge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    init.register(commands)
+    check.register(commands)
     serve.register(commands)
     demo.register(commands)
     tokens.register(commands)
