@@ -12,8 +12,6 @@ import argparse
 import os
 import re
 import sys
-import tomllib
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +19,7 @@ import orjson
 
 from bridge.cli import common
 from bridge.common import logs
-from bridge.config.load import ENV_PREFIX, ConfigError, _env_name, load_config
+from bridge.config.load import ConfigError, load_config_with_origins
 from bridge.config.model import Config, safe_url
 from bridge.core import preflight
 
@@ -59,7 +57,7 @@ async def check(path: str | None, *, online: bool = False, as_json: bool = False
     """The whole command: load, summarise, probe when ``online``; the exit status."""
     logs.setup("DEBUG" if debug else "CRITICAL", json=False)
     try:
-        config = load_config(path, os.environ)
+        config, from_env = load_config_with_origins(path, os.environ)
     except ConfigError as exc:
         if as_json:
             print(orjson.dumps({"config": path, "valid": False, "ok": False,
@@ -67,7 +65,8 @@ async def check(path: str | None, *, online: bool = False, as_json: bool = False
         print(f"callbridge: configuration error:\n{exc}", file=sys.stderr)
         return common.EXIT_CONFIG
     report: dict[str, Any] = {"config": path, "valid": True, **summary(config),
-                              "from_environment": origins(path, os.environ, config)}
+                              "from_environment": [{"key": key, "variable": var}
+                                                   for key, var in sorted(from_env.items())]}
     probes = await preflight.probe_all(config, timeout=timeout) if online else []
     failed = [p for p in probes if p.failed]
     if online:
@@ -116,40 +115,6 @@ def _block(section: str, block: Any) -> dict[str, Any]:
     elif section == "kompaas":
         out["webhook"] = f"/webhooks/kompaas/{block.tenant}"
     return out
-
-
-def origins(path: str | None, environ: Mapping[str, str], config: Config) -> list[dict[str, str]]:
-    """Which keys were read from environment variables: file placeholders ``"${NAME}"`` and
-    ``CALLBRIDGE__`` overrides, by variable name only."""
-    found: list[dict[str, str]] = []
-    if path is not None:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-        for key, value in _leaves(data, ""):
-            if isinstance(value, str) and (match := _PLACEHOLDER.match(value)):
-                found.append({"key": key, "variable": match.group(1)})
-    tenants = {(section, _env_name(b.tenant)): b.tenant
-               for section, _, b in preflight.labels(config)}
-    for var in sorted(v for v in environ if v.startswith(ENV_PREFIX)):
-        section, _, rest = var[len(ENV_PREFIX):].lower().partition("__")
-        tenant, _, key = rest.rpartition("__")
-        if tenant:
-            section += f"[{tenants.get((section, tenant.upper()), tenant)}]"
-        found.append({"key": f"{section}.{key}", "variable": var})
-    return found
-
-
-def _leaves(value: Any, where: str) -> list[tuple[str, Any]]:
-    if isinstance(value, dict):
-        return [leaf for k, v in value.items()
-                for leaf in _leaves(v, f"{where}.{k}" if where else k)]
-    if isinstance(value, list):
-        out = []
-        for i, item in enumerate(value):
-            name = item.get("tenant") or item.get("name") if isinstance(item, dict) else None
-            out += _leaves(item, f"{where}[{name if isinstance(name, str) else i}]")
-        return out
-    return [(where, value)]
 
 
 def render(report: dict[str, Any], path: str | None, probes: list[preflight.Probe], *,

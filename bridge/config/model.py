@@ -77,7 +77,8 @@ class ServerConfig(_Section):
                 else:
                     out.append(str(ipaddress.ip_address(value.strip())))
             except ValueError:
-                raise ValueError(f"{value!r} is not an IP address or network") from None
+                raise ValueError(f"must list IP addresses or networks, got {value[:100]!r}; "
+                                 "e.g. 10.0.0.5 or 10.0.0.0/8") from None
         return out
 
 
@@ -108,9 +109,11 @@ class BrokerConfig(_Section):
         parts = urlsplit(url)
         if parts.scheme not in ("memory", "redis", "rediss"):
             raise ValueError(
-                "scheme must be memory://, redis://, rediss:// or redis-cluster://")
+                f"must have the scheme memory://, redis://, rediss:// or redis-cluster://, "
+                f"got {safe_url(url)[:100]!r}")
         if parts.scheme != "memory" and not parts.hostname:
-            raise ValueError("a redis URL needs a host")
+            raise ValueError(f"must name a host, got {safe_url(url)[:100]!r}; e.g. "
+                             "redis://127.0.0.1:6379/0")
         register(parts.password)
         return url
 
@@ -160,7 +163,8 @@ class UpstreamConfig(_Section):
     @model_validator(mode="after")
     def _order(self) -> UpstreamConfig:
         if self.reconnect_max < self.reconnect_initial:
-            raise ValueError("reconnect_max must be >= reconnect_initial")
+            raise ValueError(f"reconnect_max must be at least reconnect_initial, got "
+                             f"{self.reconnect_max} < {self.reconnect_initial}")
         return self
 
 
@@ -208,13 +212,17 @@ class AntBuddyAccount(_Section):
                    else ("ws", "wss", "http", "https"))
         parts = urlsplit(url)
         if parts.scheme not in allowed or not parts.hostname:
-            raise ValueError("expected a URL with scheme " + "/".join(allowed) + " and a host")
+            schemes = ", ".join(allowed[:-1]) + " or " + allowed[-1]
+            raise ValueError(f"must be a URL with a host and the scheme {schemes}, "
+                             f"got {safe_url(url)[:100]!r}")
         return url
 
     @model_validator(mode="after")
     def _sip_pair(self) -> AntBuddyAccount:
         if (self.sip_user is None) != (self.sip_password is None):
-            raise ValueError("sip_user and sip_password must be set together")
+            given, absent = (("sip_user", "sip_password") if self.sip_password is None
+                             else ("sip_password", "sip_user"))
+            raise ValueError(f"{given} is set without {absent}; set both or neither")
         return self
 
 
@@ -247,11 +255,11 @@ class WebhookTarget(_Section):
     def _url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http:// or https:// URL with a host, got "
+            raise ValueError("must be an http:// or https:// URL with a host, got "
                              f"{safe_url(url)[:100]!r}")
         if "@" in parts.netloc:
             raise ValueError("must not hold credentials (user:password@), got "
-                             f"{safe_url(url)[:100]!r}: receivers authenticate pushes by "
+                             f"{safe_url(url)[:100]!r}; receivers authenticate pushes by "
                              "their signature")
         return url
 
@@ -260,9 +268,11 @@ class WebhookTarget(_Section):
     def _channels(cls, channels: list[str]) -> list[str]:
         for channel in channels:
             if not is_valid_channel(channel):
-                raise ValueError(f"{channel[:100]!r} is not a channel name (exact names only)")
-        if len(set(channels)) != len(channels):
-            raise ValueError("a channel is listed twice")
+                raise ValueError(f"{channel[:100]!r} is not a channel name; list exact names "
+                                 "such as calls:acme or calls:acme:101 (no patterns)")
+        for channel in channels:
+            if channels.count(channel) > 1:
+                raise ValueError(f"{channel[:100]!r} is listed twice; list each channel once")
         return channels
 
     @field_validator("secrets")
@@ -303,26 +313,27 @@ class Config(_Section):
             key = (acc.tenant, acc.account_id)
             if key in seen:
                 raise ValueError(
-                    f"antbuddy[{i}] repeats tenant {acc.tenant!r} with account_id "
-                    f"{acc.account_id!r} (already in antbuddy[{seen[key]}])"
+                    f"antbuddy[{i}]: repeats tenant {acc.tenant!r} with account_id "
+                    f"{acc.account_id!r} of antbuddy[{seen[key]}]; one block per account"
                 )
             seen[key] = i
         names: dict[str, int] = {}
         for i, target in enumerate(self.webhook):
             if target.name in names:
-                raise ValueError(f"webhook[{i}] repeats name {target.name!r} (already in "
-                                 f"webhook[{names[target.name]}])")
+                raise ValueError(f"webhook[{i}]: repeats name {target.name!r} of "
+                                 f"webhook[{names[target.name]}]; give each target its own name")
             names[target.name] = i
         if self.webhook and self.broker.url.startswith("memory:"):
             raise ValueError("webhook: pushes need a Redis [broker] url (their consumer "
-                             "groups, leases and dead letters live there); memory:// has none")
+                             "groups, leases and dead letters live there), got memory://; set "
+                             "[broker] url to redis://HOST:6379/0")
         for section in ACCOUNT_SECTIONS:
             tenants: dict[str, int] = {}
             for i, block in enumerate(getattr(self, section)):
                 if block.tenant in tenants:
                     raise ValueError(
-                        f"{section}[{i}] repeats tenant {block.tenant!r} (already in "
-                        f"{section}[{tenants[block.tenant]}]): one block per tenant")
+                        f"{section}[{i}]: repeats tenant {block.tenant!r} of "
+                        f"{section}[{tenants[block.tenant]}]; one block per tenant")
                 tenants[block.tenant] = i
         return self
 

@@ -23,7 +23,8 @@ class Section(BaseModel):
 
 def _http_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
-        raise ValueError("must be an http:// or https:// URL")
+        shown = value.rpartition("@")[2] if "@" in value else value  # no credentials
+        raise ValueError(f"must be an http:// or https:// URL, got {shown[:100]!r}")
     return value.rstrip("/")
 
 

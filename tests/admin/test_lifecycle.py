@@ -261,7 +261,7 @@ async def test_sighup_applies_the_file_and_a_bad_file_keeps_the_running_accounts
         instance.write({**data, "antbuddy": [*data["antbuddy"], {**more, "port": 1}]})
         instance.proc.send_signal(signal.SIGHUP)
         await eventually(lambda: "reload refused" in instance.log(), 5, "the refusal")
-        assert "antbuddy[1].port: unknown key" in instance.log()
+        assert "antbuddy[more].port: unknown key" in instance.log()
         assert await states() == wanted
         instance.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout((SHUTDOWN_TIMEOUT + 5) * SCALE):

@@ -120,11 +120,11 @@ async def test_a_file_that_does_not_validate_changes_nothing(
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert error["code"] == "invalid_config"
-    assert "antbuddy[1].app_secret" in error["message"]
-    assert "antbuddy[1].dialect" in error["message"]
+    assert "antbuddy[tb].app_secret" in error["message"]
+    assert "antbuddy[tb].dialect" in error["message"]
     assert short not in error["message"]
     logged = [r.getMessage() for r in caplog.records if r.name == "bridge.reload"]
-    assert any("antbuddy[1].app_secret" in line for line in logged), logged
+    assert any("antbuddy[tb].app_secret" in line for line in logged), logged
     assert all(short not in line for line in logged)
 
     bridge.write("[[antbuddy]\ntenant = 'x'\n")

@@ -53,7 +53,7 @@ def test_a_memory_broker_is_refused(tmp_path):
 
 def test_url_credentials_are_refused_and_never_shown(tmp_path):
     text = _problems(tmp_path, _block(url='"https://bob:hunter2-pass@crm.example.com/hook"'))
-    assert text.startswith("webhook[0].url: must not hold credentials")
+    assert text.startswith("webhook[crm].url: must not hold credentials")
     assert "crm.example.com/hook" in text
     assert "hunter2" not in text and "bob" not in text
 
@@ -62,27 +62,27 @@ def test_url_credentials_are_refused_and_never_shown(tmp_path):
                                  '"https:///nohost"'])
 def test_only_http_and_https_urls_with_a_host(tmp_path, url):
     assert _problems(tmp_path, _block(url=url)).startswith(
-        "webhook[0].url: expected an http:// or https:// URL with a host")
+        "webhook[crm].url: must be an http:// or https:// URL with a host")
 
 
 def test_short_secrets_are_refused_without_being_shown(tmp_path):
     text = _problems(tmp_path, _block(secrets=f'["{SECRET}", "short-secret-15"]'))
-    assert text == "webhook[0].secrets: secrets[1] must be at least 16 bytes"
+    assert text == "webhook[crm].secrets: secrets[1] must be at least 16 bytes"
     assert "short" not in text
 
 
 def test_secrets_are_required_and_not_empty(tmp_path):
-    assert _problems(tmp_path, _block(secrets="")) == "webhook[0].secrets: missing"
-    assert "webhook[0].secrets" in _problems(tmp_path, _block(secrets="[]"))
+    assert _problems(tmp_path, _block(secrets="")) == "webhook[crm].secrets: missing: set it in the block"
+    assert "webhook[crm].secrets" in _problems(tmp_path, _block(secrets="[]"))
 
 
 def test_a_secret_of_the_wrong_type_is_not_echoed(tmp_path):
     text = _problems(tmp_path, _block(secrets="[12345678901234567]"))
-    assert text.startswith("webhook[0].secrets[0]: expected") and "1234567" not in text
+    assert text.startswith("webhook[crm].secrets[0]: must be a string, got **********") and "1234567" not in text
 
 
 @pytest.mark.parametrize("channels, problem", [
-    ("[]", "webhook[0].channels"),
+    ("[]", "webhook[crm].channels"),
     ('["calls acme"]', "is not a channel name"),
     ('["calls:*"]', "is not a channel name"),
     ('["calls:acme", "calls:acme"]', "listed twice"),
@@ -93,7 +93,9 @@ def test_channels_are_exact_names(tmp_path, channels, problem):
 
 def test_names_are_unique_and_keys_known(tmp_path):
     text = _problems(tmp_path, _block() + _block(url='"http://other.example.com/"'))
-    assert text == "webhook[1] repeats name 'crm' (already in webhook[0])"
-    assert _problems(tmp_path, _block(colour='"red"')) == "webhook[0].colour: unknown key"
-    assert "webhook[0].timeout" in _problems(tmp_path, _block(timeout="0"))
-    assert "webhook[0].retry_for" in _problems(tmp_path, _block(retry_for="-1.0"))
+    assert text == "webhook[1]: repeats name 'crm' of webhook[0]; give each target its own name"
+    assert _problems(tmp_path, _block(colour='"red"')) == (
+        "webhook[crm].colour: unknown key; keys of [[webhook]]: name, url, channels, secrets, "
+        "timeout, retry_for")
+    assert "webhook[crm].timeout" in _problems(tmp_path, _block(timeout="0"))
+    assert "webhook[crm].retry_for" in _problems(tmp_path, _block(retry_for="-1.0"))
