@@ -37,20 +37,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mint a short-lived admin token with this file's [auth] jwt_secret")
     parser.add_argument("--json", action="store_true", help="print the JSON answer")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    actions = parser.add_subparsers(dest="action", required=True)
-    actions.add_parser("streams", help="list the upstream streams and providers")
-    reconnect = actions.add_parser("reconnect", help="force one stream to reconnect")
-    reconnect.add_argument("name", help="stream name, e.g. antbuddy/acme/acct-1")
-    clients = actions.add_parser("clients", help="list this instance's websocket clients")
-    clients.add_argument("--channel", help="only the clients of this channel")
-    clients.add_argument("--limit", type=int, default=1000)
-    disconnect = actions.add_parser("disconnect", help="close one client's connection (4010)")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION",
+                                    help="what to do; ACTION --help tells more")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = actions.add_parser(
+            name, help=help, description=help, formatter_class=parser.formatter_class)
+        return sub
+
+    action("streams", "list the upstream streams and providers")
+    reconnect = action("reconnect", "force one stream to reconnect")
+    reconnect.add_argument("name", help="stream name, as listed by streams, e.g. "
+                           "antbuddy/acme/acct-1")
+    clients = action("clients", "list this instance's websocket clients")
+    clients.add_argument("--channel", help="only the clients of this channel, e.g. "
+                         "calls:acme:1001")
+    clients.add_argument("--limit", type=int, default=1000, help="list at most this many")
+    disconnect = action("disconnect", "close one client's connection (4010)")
     disconnect.add_argument("session", help="the session id, as listed by clients")
-    revoke = actions.add_parser("revoke", help="revoke a client token on every instance")
-    revoke.add_argument("jti", help="the token id (jti claim)")
+    revoke = action("revoke", "revoke a client token on every instance")
+    revoke.add_argument("jti", help="the token id (its jti claim): callbridge token prints it "
+                        "on stderr (jti=...) or in --json; clients lists it in the JTI column")
     revoke.add_argument("--expires-at", type=float, metavar="UNIX_TIME",
                         help="keep it refused until then (default: chosen by the server)")
-    actions.add_parser("reload", help="re-read the configuration file's account blocks")
+    action("reload", "re-read the configuration file's account blocks")
 
 
 def main(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

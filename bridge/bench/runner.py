@@ -44,13 +44,15 @@ def _module(name: str) -> Scenario:
 
 
 def add_arguments(bench: argparse.ArgumentParser) -> None:
-    bench.add_argument("scenario", choices=SCENARIOS)
+    bench.add_argument("scenario", choices=SCENARIOS,
+                       help="what to measure (docs/performance.md describes each)")
     bench.add_argument("--runs", type=int, default=3, help="runs per target (median reported)")
     bench.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness only")
     bench.add_argument("--json", metavar="FILE", help="write the full results here")
     bench.add_argument("--targets", default=",".join(TARGETS),
                        help="comma-separated: callbridge,ceiling,peer")
-    bench.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    bench.add_argument("--redis", metavar="URL", default="redis://127.0.0.1:6379/0",
+                       help="the Redis server the targets and scenarios use")
     bench.add_argument("--workers", type=int, default=2, help="client processes")
     bench.add_argument("--pool", type=int, help="consumers: worker processes of the group (4)")
     bench.add_argument("--clients", type=int, help="connections (scenario default otherwise)")

@@ -20,6 +20,9 @@ def register(commands: common.Commands) -> None:
     serve.add_argument("--config", metavar="FILE.toml",
                        help="configuration file; CALLBRIDGE__SECTION__KEY environment "
                             "variables override it (docs/configuration.md)")
+    serve.add_argument("--check", action="store_true",
+                       help="read the configuration as callbridge check does, print what "
+                            "would run, and exit (0 valid, 2 not)")
     serve.set_defaults(run=run)
 
 
@@ -28,6 +31,10 @@ async def run(args: argparse.Namespace) -> int:
     from bridge.http.app import build_app
     from bridge.http.serving import bridge_server
 
+    if args.check:
+        from bridge.cli.check import check
+
+        return await check(args.config, debug=args.debug)
     config = common.load(args.config)
     logs.setup("DEBUG" if args.debug else config.logging.level)
     app = build_app(config, config_path=args.config)

@@ -1,4 +1,5 @@
-"""The Quickom, ePacific and Kompaas fakes together, with traffic, for ``callbridge demo --all``.
+"""The Quickom, ePacific and Kompaas fakes together, for ``callbridge demo --all`` (with
+traffic) and ``callbridge simulate --all``.
 
 Each fake runs on its own loopback port, as each provider is its own service. Traffic: a Quickom
 call webhook every few seconds, ePacific CDRs and registration changes on the fake's own timer,
@@ -51,9 +52,13 @@ class ProviderFakes:
                 self._servers[name] = await stack.enter_async_context(AppServer(app))
             yield self
 
+    def urls(self) -> dict[str, str]:
+        """Each running fake's base URL, by provider name."""
+        return {name: server.url for name, server in self._servers.items()}
+
     def config(self) -> dict[str, list[dict[str, Any]]]:
         """The ``[[quickom]]``, ``[[epacific]]`` and ``[[kompaas]]`` blocks for the fakes."""
-        urls = {name: server.url for name, server in self._servers.items()}
+        urls = self.urls()
         return {
             "quickom": [{"tenant": self.tenant, "api_url": urls["quickom"],
                          "api_key": self.quickom.api_key,
