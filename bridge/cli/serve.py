@@ -29,7 +29,7 @@ def register(commands: common.Commands) -> None:
 async def run(args: argparse.Namespace) -> int:
     from bridge.common import logs
     from bridge.http.app import build_app
-    from bridge.http.serving import bridge_server
+    from bridge.http.serving import CannotListen, StartupFailed, bridge_server
 
     if args.check:
         from bridge.cli.check import check
@@ -55,7 +55,14 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, shutdown)
     # SIGHUP: re-read the configuration file and apply its account blocks (docs/operations.md).
     loop.add_signal_handler(signal.SIGHUP, app.state.admin.reloader.request)
-    await server.start()
+    try:
+        await server.start()  # listens first: a busy port fails before anything starts
+    except CannotListen as exc:
+        raise common.cannot_listen(
+            exc, port_option="[server] port or CALLBRIDGE__SERVER__PORT",
+            host_option="[server] host or CALLBRIDGE__SERVER__HOST") from exc
+    except StartupFailed as exc:
+        raise common.startup_failed(args.command, exc.error, args.debug) from exc.error
     common.tune_gc()
     print(f"callbridge serving on {server.url}", flush=True)
     await server.wait()

@@ -49,8 +49,9 @@ def setup(level: str = "INFO", *, json: bool = True) -> None:
     # (the periodic summary of bridge.downstream.tally counts them instead).
     uvicorn_error = logging.getLogger("uvicorn.error")
     uvicorn_error.filters[:] = [f for f in uvicorn_error.filters
-                                if not isinstance(f, PerConnectionLines)]
+                                if not isinstance(f, (PerConnectionLines, LifecycleLines))]
     uvicorn_error.addFilter(PerConnectionLines(root))
+    uvicorn_error.addFilter(LifecycleLines(root))
 
 
 class PerConnectionLines(logging.Filter):
@@ -66,6 +67,37 @@ class PerConnectionLines(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.INFO or record.msg not in self._MESSAGES:
+            return True
+        if not self._root.isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+class LifecycleLines(logging.Filter):
+    """Turns the server library's start and stop narration into DEBUG records.
+
+    callbridge says itself that it serves (on stdout), why it could not start (one line from
+    the command) and what it did when it stops (one summary line); uvicorn's "Waiting for
+    application startup." and the like would only bury those. A failed startup's "Exiting."
+    line is among them: the command reports the failure.
+    """
+
+    _MESSAGES = frozenset((
+        "Started server process [%d]", "Waiting for application startup.",
+        "Application startup complete.", "Application startup failed. Exiting.",
+        "Shutting down", "Waiting for application shutdown.", "Application shutdown complete.",
+        "Application shutdown failed. Exiting.", "Finished server process [%d]",
+        "Waiting for connections to close. (CTRL+C to force quit)",
+        "Waiting for background tasks to complete. (CTRL+C to force quit)",
+    ))
+
+    def __init__(self, root: logging.Logger) -> None:
+        super().__init__()
+        self._root = root
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg not in self._MESSAGES:
             return True
         if not self._root.isEnabledFor(logging.DEBUG):
             return False

@@ -10,7 +10,6 @@ their text: every detail goes through :func:`~bridge.common.redact.redact`.
 from __future__ import annotations
 
 import asyncio
-import errno
 import re
 import socket
 from collections import Counter
@@ -21,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import RedisError
 
 from bridge.common.redact import redact
 from bridge.config.model import AntBuddyAccount, BrokerConfig, Config
@@ -29,6 +28,7 @@ from bridge.config.providers import EPacificAccount, KompaasAccount, QuickomAcco
 from bridge.providers.epacific.client import EPacificClient
 from bridge.providers.epacific.protocol import EPacificError
 from bridge.providers.quickom.client import QuickomClient, QuickomError
+from bridge.redisconn import reasons
 from bridge.redisconn.url import parse_cluster_url
 from bridge.upstream.tokens import TokenAuthError, TokenManager, TokenUnavailable
 
@@ -133,31 +133,14 @@ async def _ping(host: str, port: int, client: aioredis.Redis, timeout: float) ->
         async with asyncio.timeout(timeout):
             await client.ping()
             info = await client.info("server")
-    except AuthenticationError:
-        return _failed("broker", f"{where} refused the credentials: check the user and "
-                                 "password in [broker] url")
     except (TimeoutError, asyncio.TimeoutError):
-        return _failed("broker", f"{where} unreachable (no answer within {timeout:g}s): "
-                                 "is the address right, and a firewall open? check [broker] url")
+        return _failed("broker", reasons.unreachable(f"{host}:{port}",
+                                                     f"no answer within {timeout:g}s"))
     except (RedisError, OSError) as exc:
-        reason, hint = _unreachable(exc)
-        return _failed("broker", f"{where} unreachable ({reason}): {hint} check [broker] url")
+        return _failed("broker", reasons.unreachable(f"{host}:{port}", reasons.why(exc)))
     finally:
         await client.aclose()
     return _ok("broker", f"{where}: PING answered, Redis {info.get('redis_version', '?')}")
-
-
-def _unreachable(exc: BaseException) -> tuple[str, str]:
-    """Why a connection failed, and what to ask next. redis-py keeps only the text of the
-    socket's error (``Error 111 connecting to ...``), so its errno is read from there."""
-    text = str(exc)
-    match = _ERRNO.search(text)
-    code = int(match.group(1)) if match else getattr(exc, "errno", None)
-    if code == errno.ECONNREFUSED or "refused" in text.lower():
-        return "connection refused", "is redis-server running?"
-    if code in _NAME_ERRORS or "not known" in text or "nodename" in text:
-        return "host name not found", "is the host name right?"
-    return redact(text)[:120], "is redis-server running?"
 
 
 async def probe_antbuddy(label: str, block: AntBuddyAccount, http: httpx.AsyncClient,

@@ -17,6 +17,9 @@ its lease (:mod:`bridge.cluster.leases`); the broker and the shared state come f
 :class:`bridge.brokers.resilient.ResilientBroker` so a broker outage never stops the streams nor
 local delivery.
 
+A broker that cannot be reached at start raises :class:`DependencyUnavailable`, whose text is
+the one line a user needs (where, why, what to check). A clean stop logs one summary line.
+
 The :class:`bridge.core.closer.Closer` keeps the live state from going stale: it closes legs
 whose end never came (``[state] max_call_age``) and the legs of every call a published
 ``call.completed`` reports.
@@ -49,6 +52,7 @@ from bridge.downstream.hub import Hub
 from bridge.providers.base import Provider, ProviderContext
 from bridge.providers.registry import build_providers, rebuild_providers
 from bridge.push.pusher import Pusher
+from bridge.redisconn import reasons
 from bridge.upstream.stream import State, UpstreamStream
 from bridge.upstream.tokens import app_hash
 
@@ -89,6 +93,8 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
         self.started_at = time.time()
+        #: Websocket clients connected when the shutdown began (all of them are closed).
+        self._clients_at_stop = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -113,7 +119,12 @@ class Service:
         self._stack.push_async_callback(http.aclose)
         self._factory = StreamFactory(up, http, self.pipeline, self.leases, self.notices)
         self.broker.set_handler(self.hub.on_message)
-        await self.broker.start()
+        try:
+            await self.broker.start()
+        except BrokerError as exc:
+            url = self.config.broker.url
+            raise DependencyUnavailable(reasons.unreachable(reasons.where(url),
+                                                            reasons.why(exc))) from exc
         self._stack.push_async_callback(self.broker.close)
         self._stack.push_async_callback(self.leases.close)
         await self.revocations.start()
@@ -227,6 +238,7 @@ class Service:
         :meth:`stop` finishes. All of it within ``[server] shutdown_timeout`` of this call.
         """
         if self._releasing is None:
+            self._clients_at_stop = max(self._clients_at_stop, self.hub.stats()["clients"])
             if self._deadline is None:
                 self._deadline = time.monotonic() + self.config.server.shutdown_timeout
             self._releasing = asyncio.create_task(self._wind_down(), name="release")
@@ -273,6 +285,15 @@ class Service:
         await _cancel([*self._tasks, self._releasing])
         self._tasks.clear()
         await self._stack.aclose()
+        if self._context is not None:  # it had started: say what it did
+            log.info("%s", self.summary())
+
+    def summary(self) -> str:
+        """One line on the run, from the counters: how long, streams, clients, events."""
+        return (f"callbridge stopped after {_duration(time.time() - self.started_at)}: "
+                f"{_count(len(self.streams), 'upstream stream')} closed, "
+                f"{_count(self._clients_at_stop, 'websocket client')} closed, "
+                f"{_count(self.pipeline.counts['published'], 'event')} published")
 
     def _on_lease_notice(self, notice: Notice) -> None:
         self.pusher.on_notice(notice)
@@ -328,6 +349,25 @@ class Service:
 
 class ReloadRefused(Exception):
     """The service cannot apply a reload now."""
+
+
+class DependencyUnavailable(Exception):
+    """Something the service needs at start is unreachable or refuses it. ``str()`` is one
+    line for the user: where (never a credential), why, and what to check."""
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m 20s``, ``2h 5m``."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    return f"{s // 3600}h {s % 3600 // 60}m"
 
 
 def _register_secrets(config: Config) -> None:

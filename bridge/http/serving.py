@@ -2,6 +2,12 @@
 
 uvicorn's own signal capture assumes one server per process; :class:`AppServer` leaves signals
 to the caller (the CLI turns SIGINT/SIGTERM into :meth:`AppServer.stop` on every server).
+
+The listening socket is bound before the app starts: uvicorn runs the app's startup first and
+only then finds the port taken, so a busy port would start and tear down the whole service.
+Here it raises :class:`CannotListen` with nothing started. A startup that fails raises
+:class:`StartupFailed`, carrying what the app raised, instead of exiting the process; the
+traceback is logged at DEBUG only, the caller says what went wrong.
 """
 
 from __future__ import annotations
@@ -9,12 +15,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from typing import Any, Generator
 
 import uvicorn
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from bridge.common.aio import first_of
+from bridge.common.redact import redact
 
 log = logging.getLogger("bridge.http.serving")
+
+
+class CannotListen(Exception):
+    """``host:port`` cannot be bound; ``reason`` is the system's, in lower case."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        self.host, self.port, self.errno = host, port, error.errno
+        # socket.create_server appends the address to the system's words: drop it.
+        text = (error.strerror or str(error)).split(" (while attempting to bind")[0]
+        self.reason = (text or type(error).__name__).lower()
+        super().__init__(f"cannot listen on {host}:{port}: {self.reason}")
+
+
+class StartupFailed(Exception):
+    """The app's startup raised :attr:`error` (also the ``__cause__``)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"startup failed: {type(error).__name__}: {redact(str(error))}")
+        self.error = error
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` (0: any free port), or :class:`CannotListen`.
+
+    ``SO_REUSEADDR`` as uvicorn sets it: a restart need not wait for the old connections'
+    TIME_WAIT, while a socket still listening there keeps the port busy.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise CannotListen(host, port, exc) from exc
 
 
 async def client_gone(request: Any, exc: Exception) -> Any:
@@ -22,27 +65,80 @@ async def client_gone(request: Any, exc: Exception) -> Any:
     return Response(status_code=499)
 
 
+class _Lifespan:
+    """The app, with what its lifespan raised kept for :meth:`AppServer.start`.
+
+    Starlette sends the traceback along with ``lifespan.startup.failed`` and uvicorn logs it
+    at ERROR; here it goes to DEBUG, and a failed shutdown is one ERROR line.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.failure: BaseException | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def quiet_send(message: Message) -> None:
+            nonlocal started
+            if message["type"].endswith(".failed") and message.get("message"):
+                log.debug("%s", message["message"])
+                message = {**message, "message": ""}
+            started = started or message["type"] == "lifespan.startup.complete"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, quiet_send)
+        except BaseException as exc:
+            self.failure = exc
+            if started:
+                log.error("shutdown failed: %s: %s", type(exc).__name__, redact(str(exc)))
+            raise
+
+
+class _StartupExit(Exception):
+    """uvicorn gave up starting (it would have exited the process)."""
+
+
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            raise _StartupExit() from None
+        self.listening.set()
+
 
 class AppServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
-                 graceful_timeout: float = 10.0, **options: Any) -> None:
+                 graceful_timeout: float = 10.0, sock: socket.socket | None = None,
+                 **options: Any) -> None:
+        """``sock``: a socket from :func:`listen` to serve on (else :meth:`start` binds one)."""
+        self._app = _Lifespan(app)
         # uvicorn annotates timeout_graceful_shutdown as int | None, but only hands it to
         # asyncio.timeout(), which takes float seconds; a shutdown_timeout may be fractional.
         config = uvicorn.Config(
-            app, host=host, port=port, lifespan="on", log_config=None, access_log=False,
+            self._app, host=host, port=port, lifespan="on", log_config=None, access_log=False,
             ws_per_message_deflate=False,
             timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]  # float is ok
             **options,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
+        self._sock = sock
         self.host = host
-        self.port = port
+        self.port = port if sock is None else int(sock.getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -52,18 +148,38 @@ class AppServer:
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.port}"
 
+    def bind(self) -> None:
+        """Bind the listening socket now (:meth:`start` does when not done); raises
+        :class:`CannotListen`."""
+        if self._sock is None:
+            self._sock = listen(self.host, self.port)
+            self.port = int(self._sock.getsockname()[1])
+
     async def start(self, timeout: float = 30.0) -> None:
-        """Start serving; return once the socket listens (the app's startup has run)."""
-        self._task = asyncio.create_task(self._server.serve(), name=f"uvicorn {self.host}")
-        async with asyncio.timeout(timeout):
-            while not self._server.started:
-                if self._task.done():
-                    # startup failed: surface the reason
-                    self._task.result()
-                    raise RuntimeError("server stopped during startup")
-                await asyncio.sleep(0.01)
-        sockets = self._server.servers[0].sockets
-        self.port = sockets[0].getsockname()[1]
+        """Listen, run the app's startup, serve; return once both are done.
+
+        Raises :class:`CannotListen` before the app starts, :class:`StartupFailed` when its
+        startup raises, TimeoutError past ``timeout``.
+        """
+        self.bind()
+        assert self._sock is not None
+        sock = self._sock
+        task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"uvicorn {self.host}")
+        self._task = task
+        listening, _ = await first_of(timeout, self._server.listening.wait(), asyncio.shield(task))
+        if listening:
+            return
+        timed_out = not task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, _StartupExit):
+            await task  # anything else it raised is itself the failure to report
+        sock.close()
+        failure = self._app.failure
+        if failure is not None:
+            raise StartupFailed(failure) from failure
+        if timed_out:
+            raise TimeoutError(f"the server did not start within {timeout:g}s")
+        raise StartupFailed(RuntimeError("the server stopped during startup"))
 
     def stop(self) -> None:
         self._server.should_exit = True
@@ -95,7 +211,7 @@ class AppServer:
 
 
 def bridge_server(app: Any, config: Any, *, host: str | None = None,
-                  port: int | None = None) -> AppServer:
+                  port: int | None = None, sock: socket.socket | None = None) -> AppServer:
     """The server for callbridge's own app, with the websocket limits of ``config.server``.
 
     Websocket-level pings every ``ping_interval`` s reap clients whose connection died without
@@ -112,4 +228,5 @@ def bridge_server(app: Any, config: Any, *, host: str | None = None,
     return AppServer(app, host=host or s.host, port=s.port if port is None else port,
                      graceful_timeout=s.shutdown_timeout, ws_ping_interval=s.ping_interval,
                      ws_ping_timeout=s.ping_interval, ws_max_size=s.max_message_bytes,
-                     proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+                     proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+                     sock=sock)

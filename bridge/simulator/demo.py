@@ -1,12 +1,16 @@
-"""``callbridge demo``: the simulator, the bridge on ``memory://``, and a watching client."""
+"""``callbridge demo``: the simulator, the bridge on ``memory://``, and a watching client.
+
+The bridge's port is bound before anything starts, so a busy port fails at once; on stop the
+bridge shuts down before the simulators it reads from, so its upstream links close as ours,
+not as lost connections.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import socket
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from websockets.asyncio.client import connect
@@ -15,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from bridge.auth.tokens import mint, mint_api
 from bridge.config.model import Config
 from bridge.http.app import build_app
-from bridge.http.serving import AppServer, bridge_server
+from bridge.http.serving import AppServer, bridge_server, listen
 from bridge.http.web import DemoBoard
 from bridge.simulator.app import Simulator, SimulatorSettings
 from bridge.simulator.suite import ProviderFakes
@@ -46,8 +50,11 @@ def demo_config(*, host: str, port: int, sim_url: str, dialect: str, jwt_secret:
     })
 
 
-async def run_demo(args: argparse.Namespace, stop: asyncio.Event,
-                   on_servers: Callable[[list[AppServer]], None], *, jwt_secret: str) -> int:
+async def run_demo(args: argparse.Namespace, stop: asyncio.Event, *, jwt_secret: str) -> int:
+    """Run until ``stop`` is set (or ``args.duration`` passes); raises
+    :class:`bridge.http.serving.CannotListen` when the bridge's address is taken, before
+    anything starts."""
+    sock = listen(args.host, args.port)
     simulator = Simulator(SimulatorSettings(
         apps={DEMO_APP_ID: DEMO_APP_SECRET}, accounts=[DEMO_ACCOUNT],
         extensions=[str(1001 + i) for i in range(args.extensions)],
@@ -55,18 +62,18 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event,
     ))
     fakes = ProviderFakes(DEMO_TENANT) if args.all else None
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(sock.close)  # served, uvicorn closes it; not served, this does
         sim_server = await stack.enter_async_context(AppServer(simulator.build_app()))
         if fakes is not None:
             await stack.enter_async_context(fakes.running())
-        port = args.port or _free_port(args.host)
-        config = demo_config(host=args.host, port=port, sim_url=sim_server.url,
+        config = demo_config(host=args.host, port=int(sock.getsockname()[1]),
+                             sim_url=sim_server.url,
                              dialect=args.dialect, jwt_secret=jwt_secret,
                              providers=fakes.config() if fakes is not None else None)
         board = DemoBoard(jwt_secret=jwt_secret, tenant=DEMO_TENANT,
                           extensions=[str(1001 + i) for i in range(args.extensions)])
-        bridge = await stack.enter_async_context(
-            bridge_server(build_app(config, demo=board), config))
-        on_servers([sim_server, bridge])
+        app = build_app(config, demo=board)
+        bridge = await stack.enter_async_context(bridge_server(app, config, sock=sock))
         token = mint(jwt_secret, sub="demo-client", channels=DEMO_CHANNELS, ttl=24 * 3600)
         api_token = mint_api(jwt_secret, sub="demo-client", tenants=[DEMO_TENANT], ttl=24 * 3600,
                              scopes=["calls:read", "calls:dial", "verifications:write"])
@@ -83,16 +90,12 @@ async def run_demo(args: argparse.Namespace, stop: asyncio.Event,
             else:
                 await stop.wait()
         finally:
+            # Like serve on a signal: counts the clients it will close, hands the streams over.
+            app.state.service.begin_shutdown()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     return 0
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _banner(bridge: AppServer, sim: AppServer, token: str, api_token: str) -> str:
@@ -138,4 +141,5 @@ def _line(event: dict[str, Any]) -> str:
         callee = (event.get("callee") or {}).get("number") or "?"
         cause = (event.get("hangup") or {}).get("cause") or ""
         what = f"ext {event.get('extension') or '-':<6} {caller} -> {callee}  {cause}"
-    return f"{event.get('occurred_at', '')}  {event['type']:<22} {event['provider']:<9} {what}".rstrip()
+    when = event.get("occurred_at", "")
+    return f"{when}  {event['type']:<22} {event['provider']:<9} {what}".rstrip()

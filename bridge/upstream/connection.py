@@ -38,7 +38,8 @@ MAX_FRAME = 1 << 20
 
 
 class ConnectFailed(Exception):
-    """The connection could not be opened or subscribed. ``str()`` is redacted."""
+    """The connection could not be opened or subscribed. ``str()`` is redacted, and names no
+    stream: whoever logs it puts the stream's name first, once."""
 
 
 class SubscribeRefused(ConnectFailed):
@@ -95,7 +96,7 @@ class Connection:
             )
         except (OSError, httpx.HTTPError, HandshakeError, InvalidHandshake, InvalidURI,
                 TimeoutError) as exc:
-            raise ConnectFailed(f"{self.label}: connect failed: {describe(exc)}") from None
+            raise ConnectFailed(f"connect failed: {describe(exc)}") from None
         self._reader = asyncio.create_task(self._read_loop(), name=f"upstream-read {self.label}")
         if codec.ready_on_open:
             self._ready.set()
@@ -129,7 +130,7 @@ class Connection:
         if self.failure is not None:
             raise self.failure
         if not completed:
-            raise ConnectFailed(f"{self.label}: {what} within {timeout:g}s")
+            raise ConnectFailed(f"{what} within {timeout:g}s")
 
     # -- running -------------------------------------------------------------------------------
 
@@ -165,7 +166,7 @@ class Connection:
                     now = loop.time()
                     if now >= dead_at:
                         self._fail(ConnectFailed(
-                            f"{self.label}: no frame for {codec.dead_after:g}s, connection dead"))
+                            f"no frame for {codec.dead_after:g}s, connection dead"))
                         self.closed_reason = "dead"
                         return
                     codec.keepalive()
@@ -184,7 +185,7 @@ class Connection:
         except ConnectionClosed as exc:
             # A reason set before the close (a reconnect asked for by an operator) stands.
             self.closed_reason = self.closed_reason or f"closed by server ({describe(exc)})"
-            self._fail(ConnectFailed(f"{self.label}: {self.closed_reason}"))
+            self._fail(ConnectFailed(self.closed_reason))
         except asyncio.CancelledError:
             self.closed_reason = self.closed_reason or "closed"
             raise
@@ -192,7 +193,7 @@ class Connection:
             log.error("%s: reader failed: %s", self.label, describe(exc), exc_info=True)
             self.closed_reason = "internal error"
         finally:
-            self._fail(ConnectFailed(f"{self.label}: {self.closed_reason or 'closed'}"))
+            self._fail(ConnectFailed(self.closed_reason or "closed"))
 
     def _dispatch(self, signal: object) -> None:
         if isinstance(signal, CallSignal):
@@ -204,16 +205,18 @@ class Connection:
             self._acked.add(signal.request_id)
             self._ack_changed.set()
         elif isinstance(signal, AuthFailed):
-            log.warning("%s: token refused: %s", self.label, signal.message)
-            self._fail(SubscribeRefused(f"{self.label}: token refused: {signal.message}",
-                                        auth=True))
+            # The stream reports the refusal (once, with what to check); here only at DEBUG.
+            log.debug("%s: token refused: %s", self.label, signal.message)
+            self._fail(SubscribeRefused(f"token refused: {signal.message}", auth=True))
         elif isinstance(signal, UpstreamError):
-            log.warning("%s: upstream error: %s", self.label, signal.message)
             if signal.request_id is not None and signal.request_id not in self._acked:
-                self._fail(SubscribeRefused(f"{self.label}: {signal.message}", auth=False))
+                log.debug("%s: upstream error: %s", self.label, signal.message)
+                self._fail(SubscribeRefused(f"subscribe refused: {signal.message}", auth=False))
+            else:  # nobody else reports this one
+                log.warning("%s: upstream error: %s", self.label, signal.message)
         elif isinstance(signal, ServerClosed):
             self.closed_reason = f"server ended the session {signal.reason}".strip()
-            self._fail(ConnectFailed(f"{self.label}: {self.closed_reason}"))
+            self._fail(ConnectFailed(self.closed_reason))
         elif isinstance(signal, Malformed):
             log.warning("%s: malformed frame skipped: %s [%s]", self.label, signal.reason,
                         signal.excerpt)

@@ -21,6 +21,8 @@ import httpx
 
 from bridge.common.aio import first_of
 from bridge.common.backoff import backoff, jittered, spread
+from bridge.common.logs import Every
+from bridge.config.keys import env_name
 from bridge.upstream.auto import ProbeFailed, probe
 from bridge.upstream.connection import (
     CallSink,
@@ -32,6 +34,9 @@ from bridge.upstream.dialects import codec_for
 from bridge.upstream.tokens import Token, TokenAuthError, TokenManager, TokenUnavailable
 
 log = logging.getLogger("bridge.upstream")
+
+#: Seconds between repeats of the ERROR line for credentials still refused.
+REFUSED_EVERY = 900.0
 
 
 class State(StrEnum):
@@ -100,6 +105,7 @@ class UpstreamStream:
         self._dialect: str | None = None if settings.dialect == "auto" else settings.dialect
         self._reconnect = asyncio.Event()
         self._subscribed = asyncio.Event()
+        self._refused_line = Every(REFUSED_EVERY)
 
     @property
     def name(self) -> str:
@@ -167,7 +173,7 @@ class UpstreamStream:
                     token = await self.tokens.get()
                     conn = await self._connect(token)
                 except TokenAuthError as exc:
-                    await self._auth_failed(str(exc))
+                    await self._auth_failed(exc)
                     continue
                 except SubscribeRefused as exc:
                     if exc.auth:
@@ -177,7 +183,7 @@ class UpstreamStream:
                             await self.tokens.refresh()
                         except (TokenAuthError, TokenUnavailable):
                             pass
-                        await self._auth_failed(str(exc))
+                        await self._auth_failed(exc)
                         continue
                     await self._backoff(str(exc), next(delays))
                     continue
@@ -203,13 +209,17 @@ class UpstreamStream:
             self._dialect = None  # re-probe: the server may have changed
         await asyncio.sleep(delay)
 
-    async def _auth_failed(self, error: str) -> None:
+    async def _auth_failed(self, exc: TokenAuthError | SubscribeRefused) -> None:
+        """Not fatal (other streams run on; /readyz tells): one ERROR line naming what to
+        check, repeated at most every :data:`REFUSED_EVERY` seconds while it lasts."""
+        error = str(exc)
         first = self.status.state is not State.AUTH_FAILED
         self._set(State.AUTH_FAILED, error)
         delay = jittered(self.settings.auth_retry, 0.1, self._rng)
+        due = self._refused_line.due()
+        if first or due:
+            log.error("%s; retrying in %.0fs", refusal(self.settings, exc), delay)
         if first:
-            log.error("%s: authentication failed: %s; next attempt in %.0fs",
-                      self.name, error, delay)
             self._on_notice(self.name, "auth_failed", error)
         await asyncio.sleep(delay)
 
@@ -295,6 +305,17 @@ class UpstreamStream:
     async def _close_all(self) -> None:
         for conn in list(self._connections):
             await self._drop(conn)
+
+
+def refusal(s: StreamSettings, exc: TokenAuthError | SubscribeRefused) -> str:
+    """What was refused, for the account block of the configuration, and what to check."""
+    who = f"antbuddy[{s.tenant}] (account {s.account_id})"
+    if isinstance(exc, TokenAuthError):
+        status = f" (HTTP {exc.status})" if exc.status is not None else ""
+        variable = f"CALLBRIDGE__ANTBUDDY__{env_name(s.tenant)}__APP_SECRET"
+        return (f"{who}: credentials refused by the oapi{status}: check app_id and "
+                f"app_secret ({variable})")
+    return f"{who}: the websocket server refused the token ({exc}): check account_id"
 
 
 def _retry_later(token: Token, delay: float) -> Token:

@@ -12,6 +12,7 @@ appears in an exception or a log line.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import logging
 import random
@@ -56,7 +57,12 @@ class Token:
 
 
 class TokenAuthError(Exception):
-    """The oapi refused the credentials (401/403, or a 4xx naming authentication)."""
+    """The oapi refused the credentials (401/403, or a 4xx naming authentication) with HTTP
+    ``status``."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TokenUnavailable(Exception):
@@ -165,7 +171,7 @@ class TokenManager:
                 if isinstance(outcome, Token):
                     return outcome
                 assert outcome is not None
-                raise type(outcome)(str(outcome))
+                raise copy.copy(outcome)  # the same failure, with a traceback of its own
             prior = self.state
             try:
                 token = await self._fetch_with_retries()
@@ -226,8 +232,9 @@ class TokenManager:
         if status >= 500 or status in _TRANSIENT_4XX:
             raise _Transient(f"HTTP {status}: {detail}")
         if status in (401, 403) or _AUTH_WORDS.search(detail):
-            log.error("%s: credentials refused: HTTP %d: %s", self.name, status, detail)
-            raise TokenAuthError(f"auth_token refused: HTTP {status}: {detail}")
+            # Each stream using these credentials says so at ERROR, naming its configuration.
+            log.debug("%s: credentials refused: HTTP %d: %s", self.name, status, detail)
+            raise TokenAuthError(f"auth_token refused: HTTP {status}: {detail}", status)
         raise TokenUnavailable(f"auth_token request rejected: HTTP {status}: {detail}")
 
     def _parse(self, response: httpx.Response) -> Token:

@@ -220,8 +220,8 @@ async def test_online_with_redis_down_shows_host_port_not_password(
                               f'{closed_port}/0"\n')
     result = await _check(config, "--timeout", "3")
     assert result.returncode == 4
-    assert (f"  FAILED  broker  Redis at 127.0.0.1:{closed_port} unreachable (connection "
-            "refused): is redis-server running? check [broker] url") in result.stdout
+    assert (f"  FAILED  broker  Redis at 127.0.0.1:{closed_port} is unreachable (connection "
+            "refused): is redis-server running there? check [broker] url") in result.stdout
     assert REDIS_PASSWORD not in result.stdout + result.stderr
 
 

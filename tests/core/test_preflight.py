@@ -59,8 +59,8 @@ async def test_redis_on_a_closed_port_names_it_and_hides_the_password(closed_por
     url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{closed_port}/0"
     [probe] = await probe_all(_config(broker={"url": url}), timeout=3)
     assert probe.status == "failed"
-    assert probe.detail == (f"Redis at 127.0.0.1:{closed_port} unreachable (connection refused): "
-                            "is redis-server running? check [broker] url")
+    assert probe.detail == (f"Redis at 127.0.0.1:{closed_port} is unreachable (connection "
+                            "refused): is redis-server running there? check [broker] url")
 
 
 async def test_antbuddy_good_credentials_fetch_a_token(oapi: AppServer) -> None:

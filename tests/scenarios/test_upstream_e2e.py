@@ -111,7 +111,7 @@ async def test_wrong_app_secret_fails_clearly_without_a_hot_loop(
     assert simulator.tokens.requests <= 2
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR
               and r.name.startswith("bridge")]
-    assert any("authentication failed" in r.getMessage() for r in errors)
+    assert any("credentials refused by the oapi" in r.getMessage() for r in errors)
     assert wrong not in caplog.text
     assert wrong not in response.text
 
