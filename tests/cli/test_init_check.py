@@ -266,5 +266,7 @@ def test_every_toml_block_of_the_guide_checks(tmp_path: Path, line: int, block: 
     config = _write(tmp_path, block)
     names = set(re.findall(r'"\$\{([A-Za-z_][A-Za-z0-9_]*)\}"', block))
     env = {name: "a-value-long-enough-for-any-secret-0123456789" for name in names}
-    result = callbridge("check", "--config", config, env=env)
-    assert result.returncode == 0, f"docs/configuration.md:{line}: {result.stderr}"
+    for command in (("check",), ("serve", "--check")):
+        result = callbridge(*command, "--config", config, env=env)
+        assert result.returncode == 0, f"docs/configuration.md:{line}: {result.stderr}"
+        assert "configuration valid; serve would run:" in result.stdout
