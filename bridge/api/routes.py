@@ -17,7 +17,8 @@ from starlette.routing import Route
 
 from bridge import __version__
 from bridge.api.endpoints import ApiError, Endpoint
-from bridge.auth.tokens import AuthError, verify_api
+from bridge.auth.tokens import AuthError
+from bridge.auth.verifier import from_scope
 from bridge.common.redact import redact
 
 log = logging.getLogger("bridge.api")
@@ -39,14 +40,19 @@ _INVALID = ("invalid_token", "the API token is not valid")
 
 
 def refusal(exc: AuthError) -> ApiError:
-    """The 401 answer to an API token refused by :func:`~bridge.auth.tokens.verify_api`."""
+    """The 401 answer to an API token refused by :func:`~bridge.auth.tokens.verify_api`, or
+    503 ``retry_later`` when the identity provider's keys cannot be fetched."""
+    if exc.reason == "unavailable":
+        return ApiError(503, "retry_later", "the keys to check the API token cannot be fetched "
+                        "now; retry shortly")
     code, message = _REFUSALS.get(exc.reason, _INVALID)
     return ApiError(401, code, message)
 
 
 def error_response(exc: ApiError) -> JSONResponse:
+    headers = {"retry-after": "1"} if exc.code == "retry_later" else None
     return JSONResponse({"error": {"code": exc.code, "message": exc.message}},
-                        status_code=exc.status)
+                        status_code=exc.status, headers=headers)
 
 
 def api_routes(endpoints: Sequence[Endpoint], *, jwt_secret: str, leeway: float) -> list[Route]:
@@ -82,8 +88,8 @@ def _wrap(by_tenant: dict[str | None, Endpoint], secret: str,
             principal = None
             if first.scope is not None:
                 try:
-                    principal = verify_api(secret, request.headers.get("authorization"),
-                                           leeway=leeway)
+                    verifier = from_scope(request.scope, secret, leeway)
+                    principal = await verifier.api_async(request.headers.get("authorization"))
                 except AuthError as exc:
                     raise refusal(exc) from None
                 if first.scope not in principal.scopes and "admin" not in principal.scopes:

@@ -1,5 +1,8 @@
 """callbridge's JWTs: HS256 tokens of two audiences, checked by one decode path.
 
+(The identity provider's tokens, signed with public keys, go through the same :func:`decode`;
+:mod:`bridge.auth.verifier` picks the key.)
+
 Client tokens (the ``/ws`` endpoint) carry no audience: ``sub`` (who), ``channels`` (a
 non-empty list of glob patterns, see :func:`bridge.events.channels.granted`), ``exp``
 (required), ``iat`` and ``jti``. API tokens (the HTTP API) carry ``aud`` = :data:`AUDIENCE`,
@@ -7,8 +10,9 @@ non-empty list of glob patterns, see :func:`bridge.events.channels.granted`), ``
 A client token has no ``aud`` and an API token always has one, so neither kind is accepted in
 place of the other.
 
-Only HS256 is accepted: ``none`` and every other algorithm are refused before any claim is
-looked at. Secrets shorter than :data:`MIN_SECRET_BYTES` are refused for both kinds.
+Each key is used with one algorithm only: ``none`` and every other algorithm are refused
+before any claim is looked at. Secrets shorter than :data:`MIN_SECRET_BYTES` are refused for
+both kinds.
 
 Pure code: no I/O, the clock is a parameter. Error messages are fixed strings; they never
 contain the token, a claim value or the secret.
@@ -24,17 +28,18 @@ from typing import Any, Sequence
 
 import jwt
 
+from bridge.config.model import API_AUDIENCE, API_SCOPES
 from bridge.events.channels import granted, is_valid_pattern
 
 ALGORITHM = "HS256"
 #: RFC 7518 section 3.2: an HS256 key must be at least as long as the hash (32 bytes).
 MIN_SECRET_BYTES = 32
 #: The ``aud`` of API tokens.
-AUDIENCE = "callbridge-api"
+AUDIENCE = API_AUDIENCE
 #: What an API token may be granted: ``calls:read`` (call details, CDR lookup, recordings),
 #: ``calls:dial`` (click-to-call), ``verifications:write`` (start a verification call),
 #: ``admin`` (everything, and the ``/admin`` operations API of :mod:`bridge.admin.api`).
-SCOPES = frozenset({"calls:read", "calls:dial", "verifications:write", "admin"})
+SCOPES = frozenset(API_SCOPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +71,14 @@ class AuthError(Exception):
     ``missing``: no ``Bearer`` credentials at all (API tokens); ``malformed``: not a compact
     JWT; ``bad_signature``: wrong key or algorithm; ``expired``: past ``exp`` and the leeway;
     ``invalid_claims``: a registered claim (``exp``, ``nbf``, ``iat``, ``sub``, ``jti``,
-    ``aud``) or the channels of a client token are wrong; ``malformed_claims``: an API token
-    whose ``scopes`` or ``tenants`` are not lists of strings.
+    ``aud``, ``iss``) or the channels of a client token are wrong; ``malformed_claims``: an
+    API token whose ``scopes`` or ``tenants`` are not lists of strings; ``unknown_key``: no
+    key has the token's ``kid``, even after the JWKS was fetched again; ``unavailable``: the
+    key may exist but the JWKS could not be fetched: the client should retry later.
     """
 
     REASONS = ("missing", "malformed", "bad_signature", "expired", "invalid_claims",
-               "malformed_claims")
+               "malformed_claims", "unknown_key", "unavailable")
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -187,7 +194,7 @@ def verify_api(secret: str, authorization: str | None, *, leeway: float = 5.0,
 
 
 @dataclass(frozen=True, slots=True)
-class _Verified:
+class Verified:
     """A token whose signature, audience and registered claim types are checked; its time
     claims are checked by :meth:`check_times`."""
 
@@ -207,35 +214,42 @@ class _Verified:
             raise AuthError("expired", "token has expired")
 
 
-def _decode(secret: str, token: str, audience: str | None) -> _Verified:
-    """``token`` with its HS256 signature verified by ``secret``, ``aud`` matching
-    ``audience`` (no ``aud`` at all when None), ``exp`` present, the time claims numbers, a
-    non-empty string ``sub`` and a string ``jti`` if any; else :class:`AuthError`."""
-    key = _key(secret)
+def _decode(secret: str, token: str, audience: str | None) -> Verified:
+    """``token`` with its HS256 signature verified by ``secret`` (see :func:`decode`)."""
+    return decode(token, _key(secret), ALGORITHM, audience=audience)
+
+
+def decode(token: str, key: Any, algorithm: str, *, audience: str | None,
+           issuer: str | None = None) -> Verified:
+    """``token`` with its signature verified by ``key`` with ``algorithm`` (the only one
+    accepted: a header naming another is refused), ``aud`` matching ``audience`` (no ``aud``
+    at all when None), ``iss`` equal to ``issuer`` when given, ``exp`` present, the time claims
+    numbers, a non-empty string ``sub`` and a string ``jti`` if any; else :class:`AuthError`."""
     if not isinstance(token, str) or token.count(".") != 2:
         raise AuthError("malformed", "token is not a compact JWT")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise AuthError("malformed", "token header is not decodable") from None
-    if header.get("alg") != ALGORITHM:
-        raise AuthError("bad_signature", f"token algorithm is not {ALGORITHM}")
+    if header.get("alg") != algorithm:
+        raise AuthError("bad_signature", f"token algorithm is not {algorithm}")
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             key,
-            algorithms=[ALGORITHM],
+            algorithms=[algorithm],
             audience=audience,
-            # Time claims are checked by _Verified.check_times against the injectable clock.
+            issuer=issuer,
+            # Time claims are checked by Verified.check_times against the injectable clock.
             options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
         )
     except jwt.InvalidSignatureError:
         raise AuthError("bad_signature", "token signature does not verify") from None
     except jwt.InvalidAlgorithmError:
-        raise AuthError("bad_signature", f"token algorithm is not {ALGORITHM}") from None
+        raise AuthError("bad_signature", f"token algorithm is not {algorithm}") from None
     except jwt.DecodeError:
         raise AuthError("malformed", "token is not decodable") from None
-    except jwt.PyJWTError:  # the audience, or the type of sub or jti
+    except jwt.PyJWTError:  # the audience, the issuer, or the type of sub or jti
         raise AuthError("invalid_claims", "token claims are invalid") from None
     exp = _numeric(claims, "exp")
     if exp is None:
@@ -248,7 +262,7 @@ def _decode(secret: str, token: str, audience: str | None) -> _Verified:
     jti = claims.get("jti")
     if jti is not None and not isinstance(jti, str):
         raise AuthError("invalid_claims", "claim 'jti' must be a string")
-    return _Verified(claims, sub, exp, nbf, iat, jti)
+    return Verified(claims, sub, exp, nbf, iat, jti)
 
 
 def _numeric(claims: dict[str, Any], name: str) -> float | None:

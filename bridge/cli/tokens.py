@@ -16,6 +16,9 @@ import orjson
 
 from bridge.cli import common
 
+_NO_SECRET = ("callbridge {command}: auth.jwt_secret is not set: this configuration checks only "
+              "the identity provider's tokens (public_keys, jwks_url), and callbridge signs its "
+              "own with jwt_secret; set it in [auth] or in CALLBRIDGE__AUTH__JWT_SECRET")
 _SECRET_HELP = "read auth.jwt_secret from here (or from CALLBRIDGE__AUTH__JWT_SECRET)"
 _JSON_HELP = "print one JSON object (the token, its jti, subject, grants, expires_at) on stdout"
 _TTL_HELP = "seconds until it expires"
@@ -66,6 +69,9 @@ def run_token(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return common.EXIT_CONFIG
     config = common.load(args.config)
+    if not config.auth.jwt_secret.get_secret_value():
+        print(_NO_SECRET.format(command="token"), file=sys.stderr)
+        return common.EXIT_CONFIG
     try:
         token = mint(config.auth.jwt_secret.get_secret_value(), sub=args.sub,
                      channels=args.channels, ttl=args.ttl)
@@ -93,6 +99,9 @@ def run_api_token(args: argparse.Namespace) -> int:
               f"{args.ttl:g}", file=sys.stderr)
         return common.EXIT_CONFIG
     config = common.load(args.config)
+    if not config.auth.jwt_secret.get_secret_value():
+        print(_NO_SECRET.format(command="api-token"), file=sys.stderr)
+        return common.EXIT_CONFIG
     try:
         token = mint_api(config.auth.jwt_secret.get_secret_value(), sub=args.sub,
                          scopes=args.scopes, tenants=args.tenants, ttl=args.ttl)

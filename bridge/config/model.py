@@ -14,6 +14,10 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from bridge.common.redact import register
@@ -26,7 +30,7 @@ from bridge.config.providers import (
     Section,
     min_secret,
 )
-from bridge.events.channels import is_valid_channel
+from bridge.events.channels import is_valid_channel, is_valid_pattern
 from bridge.redisconn.url import parse_cluster_url
 
 MASK = "**********"
@@ -127,15 +131,178 @@ class BrokerConfig(_Section):
             yield key, (self.safe_url if key == "url" else value)
 
 
+#: The ``aud`` of API tokens (:mod:`bridge.auth.tokens`; ``api_audience`` by default).
+API_AUDIENCE = "callbridge-api"
+#: What an API token may be granted (:data:`bridge.auth.tokens.SCOPES`).
+API_SCOPES = ("calls:read", "calls:dial", "verifications:write", "admin")
+#: The public-key algorithms a token of the customer's identity provider may use; HS256 is
+#: callbridge's own (``jwt_secret``).
+PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+_LOOPBACK_NAMES = ("localhost",)
+
+
+def key_algorithm(key: object) -> str:
+    """The one algorithm ``key`` verifies with: RS256 for RSA (2048 bits or more), ES256 for
+    EC P-256, EdDSA for Ed25519; ValueError (a message safe to show) for any other key."""
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise ValueError(f"is an RSA key of {key.key_size} bits; at least 2048 are required")
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name != "secp256r1":
+            raise ValueError(f"is an EC key on {key.curve.name}; ES256 takes P-256 (secp256r1)")
+        return "ES256"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise ValueError("is not an RSA, EC P-256 or Ed25519 public key")
+
+
+def public_key_text(value: str) -> str:
+    """The PEM text of a ``public_keys`` item: the item itself, or the file it names."""
+    if value.lstrip().startswith("-----BEGIN"):
+        return value
+    try:
+        with open(value, encoding="utf-8") as file:
+            return file.read(1 << 16)
+    except OSError as exc:
+        raise ValueError(f"{value[:100]!r} is neither PEM text nor a readable file "
+                         f"({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{value[:100]!r} is not a PEM text file") from None
+
+
+def load_public_key(pem: str) -> tuple[str, PublicKeyTypes]:
+    """The algorithm and the public key of ``pem``; ValueError (safe to show) if it is not one
+    callbridge verifies with (see :func:`key_algorithm`)."""
+    try:
+        key = serialization.load_pem_public_key(pem.strip().encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError("is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+    return key_algorithm(key), key
+
+
+class RoleConfig(_Section):
+    """What one role of the ``roles_claim`` grants: channel patterns (``/ws``), scopes and
+    tenant patterns (the HTTP API)."""
+
+    channels: list[str] = Field(default_factory=list)
+    scopes: list[str] = Field(default_factory=list)
+    tenants: list[str] = Field(default_factory=list)
+
+    @field_validator("channels", "tenants")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        bad = [p for p in patterns if not is_valid_pattern(p)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a channel pattern; e.g. \"calls:acme:*\"")
+        return patterns
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, scopes: list[str]) -> list[str]:
+        unknown = sorted(set(scopes) - set(API_SCOPES))
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a scope; one of {', '.join(API_SCOPES)}")
+        return scopes
+
+
 class AuthConfig(_Section):
+    #: Key of callbridge's own HS256 tokens; optional (empty) with ``public_keys`` or
+    #: ``jwks_url``: only the identity provider's tokens are accepted then.
     jwt_secret: SecretStr
     leeway: float = Field(5.0, ge=0)
     #: Seconds a connection may outlive its token's expiry before it is closed (renew in time).
     expiry_grace: float = Field(10.0, ge=0)
     #: Seconds a token revoked through the admin API stays refused when its expiry is unknown.
     revocation_ttl: float = Field(86400.0, gt=0)
+    #: The identity provider's public keys: PEM text (e.g. "${IDP_PUBLIC_KEY}") or a PEM file
+    #: path each; a key verifies with the one algorithm of its type.
+    public_keys: list[str] = Field(default_factory=list)
+    #: Where the identity provider publishes its keys (https://, or http:// on loopback).
+    jwks_url: str = ""
+    #: Seconds between two fetches of ``jwks_url``.
+    jwks_refresh: float = Field(300.0, gt=0)
+    #: Seconds at least between two fetches for a token whose ``kid`` is unknown.
+    jwks_min_refresh: float = Field(30.0, ge=0)
+    #: Seconds one fetch of ``jwks_url`` may take (and an unknown ``kid`` may wait for it).
+    jwks_timeout: float = Field(5.0, gt=0)
+    #: The ``iss`` the identity provider's tokens must carry; empty: not checked.
+    issuer: str = ""
+    #: The ``aud`` of the identity provider's ``/ws`` tokens; empty: they carry none.
+    audience: str = ""
+    #: The ``aud`` of the identity provider's API tokens.
+    api_audience: str = Field(API_AUDIENCE, min_length=1)
+    channels_claim: str = Field("channels", min_length=1)
+    scopes_claim: str = Field("scopes", min_length=1)
+    tenants_claim: str = Field("tenants", min_length=1)
+    #: The claim listing the token's roles, each granting what ``[auth.roles]`` says; empty: off.
+    roles_claim: str = ""
+    roles: dict[str, RoleConfig] = Field(default_factory=dict)
 
-    _length = field_validator("jwt_secret")(lambda v: _min_secret(v, 32))
+    @model_validator(mode="before")
+    @classmethod
+    def _optional_secret(cls, data: Any) -> Any:
+        """Without the identity provider's keys, a missing jwt_secret stays "missing"."""
+        if isinstance(data, dict) and "jwt_secret" not in data \
+                and (data.get("public_keys") or data.get("jwks_url")):
+            return {**data, "jwt_secret": ""}
+        return data
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _length(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            min_secret(value, 32)
+        return value
+
+    @field_validator("public_keys")
+    @classmethod
+    def _public_keys(cls, items: list[str]) -> list[str]:
+        for i, item in enumerate(items):
+            try:
+                load_public_key(public_key_text(item))
+            except ValueError as exc:
+                raise ValueError(f"item {i + 1} {exc}") from None
+        return items
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, url: str) -> str:
+        if not url:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"must be an https:// URL with a host, got {safe_url(url)[:100]!r}")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ValueError(f"must be https:// (http:// only on a loopback host such as "
+                             f"127.0.0.1), got {safe_url(url)[:100]!r}")
+        return url
+
+    @model_validator(mode="after")
+    def _keys(self) -> AuthConfig:
+        if not self.jwt_secret.get_secret_value() and not self.has_public_keys:
+            raise ValueError("jwt_secret is empty and neither public_keys nor jwks_url is "
+                             "set: no token could be checked; set one of them")
+        if self.audience and self.audience == self.api_audience:
+            raise ValueError(f"audience and api_audience must differ (both {self.audience!r}), "
+                             "or a /ws token would open the HTTP API")
+        if self.roles and not self.roles_claim:
+            raise ValueError("roles are set without roles_claim; name the claim listing the "
+                             "roles, e.g. roles_claim = \"roles\"")
+        return self
+
+    @property
+    def has_public_keys(self) -> bool:
+        return bool(self.public_keys or self.jwks_url)
+
+
+def _loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class LoggingConfig(_Section):

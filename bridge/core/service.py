@@ -35,6 +35,8 @@ from typing import Any
 
 import httpx
 
+from bridge.auth.jwks import Jwks
+from bridge.auth.verifier import Verifier
 from bridge.brokers.base import Broker, BrokerError
 from bridge.brokers.resilient import ResilientBroker
 from bridge.cluster.cursors import CursorStore
@@ -73,6 +75,13 @@ class Service:
         self.providers: list[Provider] = []
         self.hub = Hub(self.broker, client_queue_bytes=config.server.client_queue_bytes)
         self.pipeline = Pipeline(self.broker)
+        auth = config.auth
+        #: The identity provider's published keys (none without ``jwks_url``).
+        self.jwks = Jwks(auth.jwks_url, refresh=auth.jwks_refresh,
+                         min_refresh=auth.jwks_min_refresh,
+                         timeout=auth.jwks_timeout) if auth.jwks_url else None
+        #: What checks every token of ``/ws`` and the API (the app hands it to both).
+        self.verifier = Verifier.from_config(auth, self.jwks)
         self.closer = Closer(self.broker, self.pipeline.submit, self.tenants,
                              max_call_age=config.state.max_call_age,
                              sweep_interval=config.state.sweep_interval)
@@ -117,6 +126,9 @@ class Service:
                                  headers={"user-agent": "callbridge"},
                                  limits=httpx.Limits(keepalive_expiry=2.0))
         self._stack.push_async_callback(http.aclose)
+        if self.jwks is not None:
+            self._stack.push_async_callback(self.jwks.close)
+            await self.jwks.start()
         self._factory = StreamFactory(up, http, self.pipeline, self.leases, self.notices)
         self.broker.set_handler(self.hub.on_message)
         try:
@@ -331,6 +343,10 @@ class Service:
         ready = ready and health["state"] != "buffering"
         # Without the revoked token ids no client can be admitted (1013 until they load).
         ready = ready and self.revocations.synced
+        # A JWKS that stopped answering leaves its keys in use; with none ever fetched, the
+        # identity provider's tokens cannot be checked at all.
+        jwks = self.jwks.snapshot() if self.jwks is not None else None
+        ready = ready and (self.jwks is None or self.jwks.fetched)
         body = {
             "ready": ready,
             "instance_id": self.leases.instance_id,
@@ -343,6 +359,7 @@ class Service:
                             "revoked": len(self.revocations.ids)},
             "providers": [p.snapshot() for p in self.providers],
             "webhooks": self.pusher.snapshot(),
+            "jwks": jwks,
         }
         return ready, body
 

@@ -19,7 +19,8 @@ from typing import Awaitable, Callable, Mapping
 from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bridge.auth.tokens import AuthError, Grant, verify
+from bridge.auth.tokens import AuthError, Grant
+from bridge.auth.verifier import Verifier, from_scope
 from bridge.brokers.base import BrokerError
 from bridge.cluster.revocations import NotSynced
 from bridge.common.redact import redact
@@ -45,6 +46,8 @@ _REASONS = {
     p.INTERNAL_ERROR: "internal error",
     p.TRY_AGAIN_LATER: "revoked token ids not loaded yet; retry",
 }
+#: The close code of a refused token, by :attr:`AuthError.reason` (any other: 4001).
+_REFUSED = {"expired": p.TOKEN_EXPIRED, "unavailable": p.TRY_AGAIN_LATER}
 
 
 def _payload(message: Mapping[str, object]) -> str | bytes | None:
@@ -164,12 +167,15 @@ class Session:
             await self._close(p.PROTOCOL_ERROR, "expected auth")
             return None
         try:
-            return verify(self.cfg.jwt_secret, msg.token, leeway=self.cfg.leeway)
+            return await self._verifier().client_async(msg.token)
         except AuthError as exc:
             log.debug("session %s: token refused (%s)", self.session, exc.reason)
-            code = p.TOKEN_EXPIRED if exc.reason == "expired" else p.AUTH_FAILED
-            await self._close(code, str(exc))
+            await self._close(_REFUSED.get(exc.reason, p.AUTH_FAILED), str(exc))
             return None
+
+    def _verifier(self) -> Verifier:
+        """The app's token verifier (its lifespan state), or one for HS256 tokens only."""
+        return from_scope(self.ws.scope, self.cfg.jwt_secret, self.cfg.leeway)
 
     async def _serve(self, link: ClientLink) -> int:
         reader = asyncio.create_task(self._guarded_read(link), name=f"ws reader {self.session}")
@@ -324,8 +330,10 @@ class Session:
         old = self.grant
         assert old is not None
         try:
-            grant = verify(self.cfg.jwt_secret, msg.token, leeway=self.cfg.leeway)
+            grant = await self._verifier().client_async(msg.token)
         except AuthError as exc:
+            if exc.reason == "unavailable":
+                return self._error(p.E_UNAVAILABLE, str(exc), msg.id)
             return self._error(p.E_TOKEN_REFUSED, str(exc), msg.id)
         if grant.sub != old.sub:
             return self._error(p.E_SUB_MISMATCH, "the new token names another subject", msg.id)

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -19,6 +19,7 @@ from bridge import __version__
 from bridge.admin.api import AdminApi
 from bridge.api.endpoints import Endpoint
 from bridge.api.routes import api_routes, openapi_document
+from bridge.auth.verifier import STATE_KEY
 from bridge.config.model import Config
 from bridge.core.service import Service
 from bridge.downstream.endpoint import WsApp, ws_route
@@ -76,7 +77,7 @@ def build_app(config: Config, service: Service | None = None, *,
         return JSONResponse(openapi_document([*state, *endpoints]))
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with svc:
             # Providers exist once the service has started: mount their endpoints now.
             admin.mount()
@@ -88,7 +89,8 @@ def build_app(config: Config, service: Service | None = None, *,
                                   config.logging.summary_interval),
                     name="connection summaries")
             try:
-                yield
+                # Every request and connection finds the token verifier in its scope's state.
+                yield {STATE_KEY: svc.verifier}
             finally:
                 if summaries is not None:
                     summaries.cancel()

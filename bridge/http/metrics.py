@@ -14,6 +14,7 @@ in docs/metrics.md.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -64,6 +65,7 @@ class ServiceCollector(Collector):
         yield from self._events(svc)
         yield from self._broker(svc)
         yield from self._clients(svc)
+        yield from self._jwks(svc)
 
     # -- each group ----------------------------------------------------------------------------
 
@@ -245,6 +247,27 @@ class ServiceCollector(Collector):
         for outcome in (*RESUME_OUTCOMES, *sorted(set(counted) - set(RESUME_OUTCOMES))):
             resumes.add_metric([outcome], counted.get(outcome, 0))
         yield resumes
+
+
+    def _jwks(self, svc: Service) -> Iterator[Metric]:
+        """The identity provider's JWKS: the families without samples when there is none."""
+        keys = GaugeMetricFamily(PREFIX + "jwks_keys",
+                                 "Keys held from the JWKS (those of its last good fetch).")
+        failures = CounterMetricFamily(PREFIX + "jwks_refresh_failures",
+                                       "Fetches of the JWKS that failed (its keys were kept).")
+        up = GaugeMetricFamily(PREFIX + "jwks_up",
+                               "1 while the latest fetch of the JWKS succeeded, else 0.")
+        age = GaugeMetricFamily(PREFIX + "jwks_last_success_age_seconds",
+                                "Seconds since the last good fetch of the JWKS (no sample "
+                                "before the first).")
+        jwks = svc.jwks
+        if jwks is not None:
+            keys.add_metric([], len(jwks.keys))
+            failures.add_metric([], jwks.failures)
+            up.add_metric([], 0 if jwks.failing or not jwks.fetched else 1)
+            if jwks.last_success is not None:
+                age.add_metric([], max(0.0, time.time() - jwks.last_success))
+        yield from (keys, failures, up, age)
 
 
 def registry_for(service: Service) -> CollectorRegistry:
