@@ -89,8 +89,8 @@ def summary(config: Config) -> dict[str, Any]:
                  "channels": len(t.channels), "secrets": len(t.secrets)}
                 for t in config.webhook]
     return {
-        "server": {"listen": f"{server.host}:{server.port}", "board": server.board,
-                   "admin": True},
+        "server": {"listen": f"{server.host}:{server.port}", "workers": server.workers,
+                   "board": server.board, "admin": True},
         "broker": {"kind": scheme, "url": broker.safe_url, "prefix": broker.prefix},
         "auth": {"jwt_secret": "set"},
         "providers": providers,
@@ -123,6 +123,7 @@ def render(report: dict[str, Any], path: str | None, probes: list[preflight.Prob
     server, broker = report["server"], report["broker"]
     lines = [f"{path or '(no file)'}: configuration valid; serve would run:",
              f"  listen    {server['listen']}   board {'on' if server['board'] else 'off'}   "
+             f"workers {server['workers']}   "
              "admin API on (/admin, API tokens with the admin scope)",
              f"  broker    {broker['url']}   prefix {broker['prefix']!r}",
              "  auth      jwt_secret set"]

@@ -69,6 +69,11 @@ class ServerConfig(_Section):
     #: Addresses or networks of reverse proxies whose X-Forwarded-For names the client;
     #: empty: trust none (the socket's peer is the client).
     trusted_proxies: list[str] = Field(default_factory=list)
+    #: Processes serving the one port (``SO_REUSEPORT``, Linux), each a full instance on the
+    #: shared Redis; 1: this process serves alone.
+    workers: int = Field(1, ge=1, le=64)
+    #: Worker ``i`` also serves ``/metrics`` on ``metrics_port_base + i``; 0: only on ``port``.
+    metrics_port_base: int = Field(0, ge=0, le=65535)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -84,6 +89,18 @@ class ServerConfig(_Section):
                 raise ValueError(f"must list IP addresses or networks, got {value[:100]!r}; "
                                  "e.g. 10.0.0.5 or 10.0.0.0/8") from None
         return out
+
+    @model_validator(mode="after")
+    def _metrics_ports(self) -> ServerConfig:
+        base, last = self.metrics_port_base, self.metrics_port_base + self.workers - 1
+        if base and last > 65535:
+            raise ValueError(f"metrics_port_base {base} with {self.workers} workers needs "
+                             f"ports up to {last}, past 65535; choose a lower base")
+        if base and base <= self.port <= last:
+            raise ValueError(f"metrics_port_base {base} with {self.workers} worker(s) takes "
+                             f"ports {base}-{last}, which holds port {self.port}; choose a "
+                             "base outside it")
+        return self
 
 
 class BrokerConfig(_Section):
@@ -502,6 +519,16 @@ class Config(_Section):
                         f"{section}[{i}]: repeats tenant {block.tenant!r} of "
                         f"{section}[{tenants[block.tenant]}]; one block per tenant")
                 tenants[block.tenant] = i
+        return self
+
+    @model_validator(mode="after")
+    def _workers_share_redis(self) -> Config:
+        if self.server.workers > 1 and self.broker.url.startswith("memory:"):
+            raise ValueError(f"server.workers: {self.server.workers} workers need a Redis "
+                             "[broker] url (each worker is an instance of its own; they share "
+                             "events, leases and revocations there), got memory://; set "
+                             "[broker] url to redis://HOST:6379/0, or [server] workers "
+                             "(--workers) to 1")
         return self
 
     def model_dump_safe(self) -> dict[str, Any]:

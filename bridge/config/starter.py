@@ -36,6 +36,8 @@ board = false                         # serve the live softphone board at /
 # trusted_proxies = []                # reverse proxies whose X-Forwarded-For is believed
 # send_timeout = 30.0                 # seconds one blocked send may take
 # shutdown_timeout = 10.0             # seconds from SIGTERM to exit
+# workers = 1                         # processes sharing the port, Linux (docs/operations.md)
+# metrics_port_base = 0               # worker i's own /metrics on this + i (0: none)
 
 [broker]
 url = "memory://"                     # memory:// (one process) or redis://host:6379/0
@@ -52,6 +54,20 @@ jwt_secret = "${JWT_SECRET}"          # key of client tokens: 32 characters or m
 # leeway = 5.0                        # seconds of clock skew tolerated on token times
 # expiry_grace = 10.0                 # seconds a connection may outlive its token
 # revocation_ttl = 86400.0            # seconds a revoked token of unknown expiry stays refused
+# Tokens from your identity provider, checked with its public keys (docs/configuration.md):
+# public_keys = []                    # PEM text ("${IDP_PUBLIC_KEY}") or PEM file paths
+# jwks_url = ""                       # where it publishes its keys (https://)
+# jwks_refresh = 300.0                # seconds between two fetches of jwks_url
+# jwks_min_refresh = 30.0             # seconds at least between fetches for an unknown kid
+# jwks_timeout = 5.0                  # seconds one fetch may take
+# issuer = ""                         # the iss its tokens must carry ("": not checked)
+# audience = ""                       # the aud of its /ws tokens ("": none)
+# api_audience = "callbridge-api"     # the aud of its API tokens
+# channels_claim = "channels"         # claim listing a /ws token's channel patterns
+# scopes_claim = "scopes"             # claim listing an API token's scopes
+# tenants_claim = "tenants"           # claim listing an API token's tenants
+# roles_claim = ""                    # claim listing roles, each granting what roles says
+# roles = {}                          # role -> grants: { supervisor = { channels = ["calls:a"] } }
 
 [logging]
 level = "INFO"                        # DEBUG, INFO, WARNING, ERROR or CRITICAL

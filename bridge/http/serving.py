@@ -47,15 +47,20 @@ class StartupFailed(Exception):
         self.error = error
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A socket listening on ``host:port`` (0: any free port), or :class:`CannotListen`.
 
     ``SO_REUSEADDR`` as uvicorn sets it: a restart need not wait for the old connections'
     TIME_WAIT, while a socket still listening there keeps the port busy.
+
+    ``reuse_port``: ``SO_REUSEPORT``, so that several processes listen on one port and the
+    kernel spreads new connections over them (Linux); a socket without it still finds the
+    port busy. Only sockets that all set it share the port.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=2048)
+        return socket.create_server((host, port), family=family, backlog=2048,
+                                    reuse_port=reuse_port)
     except OSError as exc:
         raise CannotListen(host, port, exc) from exc
 
@@ -123,8 +128,9 @@ class _Server(uvicorn.Server):
 class AppServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
                  graceful_timeout: float = 10.0, sock: socket.socket | None = None,
-                 **options: Any) -> None:
-        """``sock``: a socket from :func:`listen` to serve on (else :meth:`start` binds one)."""
+                 reuse_port: bool = False, **options: Any) -> None:
+        """``sock``: a socket from :func:`listen` to serve on (else :meth:`start` binds one,
+        with ``SO_REUSEPORT`` when ``reuse_port``: :func:`listen`)."""
         self._app = _Lifespan(app)
         # uvicorn annotates timeout_graceful_shutdown as int | None, but only hands it to
         # asyncio.timeout(), which takes float seconds; a shutdown_timeout may be fractional.
@@ -137,6 +143,7 @@ class AppServer:
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
         self._sock = sock
+        self._reuse_port = reuse_port
         self.host = host
         self.port = port if sock is None else int(sock.getsockname()[1])
 
@@ -152,7 +159,7 @@ class AppServer:
         """Bind the listening socket now (:meth:`start` does when not done); raises
         :class:`CannotListen`."""
         if self._sock is None:
-            self._sock = listen(self.host, self.port)
+            self._sock = listen(self.host, self.port, reuse_port=self._reuse_port)
             self.port = int(self._sock.getsockname()[1])
 
     async def start(self, timeout: float = 30.0) -> None:
@@ -211,7 +218,8 @@ class AppServer:
 
 
 def bridge_server(app: Any, config: Any, *, host: str | None = None,
-                  port: int | None = None, sock: socket.socket | None = None) -> AppServer:
+                  port: int | None = None, sock: socket.socket | None = None,
+                  reuse_port: bool = False) -> AppServer:
     """The server for callbridge's own app, with the websocket limits of ``config.server``.
 
     Websocket-level pings every ``ping_interval`` s reap clients whose connection died without
@@ -229,4 +237,4 @@ def bridge_server(app: Any, config: Any, *, host: str | None = None,
                      graceful_timeout=s.shutdown_timeout, ws_ping_interval=s.ping_interval,
                      ws_ping_timeout=s.ping_interval, ws_max_size=s.max_message_bytes,
                      proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
-                     sock=sock)
+                     sock=sock, reuse_port=reuse_port)
