@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from bridge.bench import proc
 from bridge.bench.clients import Stats, Workers, stamp
 from bridge.bench.report import percentile
 from bridge.events.event import Event
@@ -20,6 +21,34 @@ class Options:
     redis_url: str = "redis://127.0.0.1:6379/0"
     workers: int = 2
     smoke: bool = False
+    #: ``callbridge serve --workers``: processes of the callbridge target (1: the option is
+    #: not passed). Its CPU and memory are summed over the process tree.
+    server_workers: int = 1
+
+
+class CpuMeter:
+    """CPU seconds the server (its whole process tree) and the client workers use between
+    :meth:`start` and :meth:`stop`: whether a figure is bound by the server or by the clients
+    sharing the machine."""
+
+    def __init__(self, server_pid: int, client_pids: list[int]) -> None:
+        self._server, self._clients = server_pid, client_pids
+        self._s0 = self._c0 = 0.0
+        self.server_s = self.clients_s = 0.0
+
+    def start(self) -> None:
+        self._s0 = proc.cpu_seconds(self._server, tree=True)
+        self._c0 = proc.cpu_seconds_of(self._clients)
+
+    def stop(self) -> None:
+        self.server_s = proc.cpu_seconds(self._server, tree=True) - self._s0
+        self.clients_s = proc.cpu_seconds_of(self._clients) - self._c0
+
+    def fields(self, delivered: int) -> dict[str, float]:
+        """``server_cpu_s``, ``clients_cpu_s`` and the server's CPU microseconds per frame
+        delivered (0.0 when nothing was)."""
+        return {"server_cpu_s": self.server_s, "clients_cpu_s": self.clients_s,
+                "server_cpu_us_per_frame": self.server_s * 1e6 / delivered if delivered else 0.0}
 
 
 def new_prefix() -> str:
@@ -33,8 +62,6 @@ def run_isolated(run: Any, p: dict[str, Any], opts: Any) -> dict[str, Any]:
         return asyncio.run(run(p, opts, prefix))
     finally:
         asyncio.run(drop_prefix(opts.redis_url, prefix))
-
-
 
 
 def bench_event(seq: int, tenant: str = "bench", extension: str | None = None) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from bridge.auth.tokens import mint
-from bridge.bench import common, peer, proc
+from bridge.bench import common, peer
 from bridge.bench.clients import Plan, start_workers
 from bridge.bench.targets import callbridge_config, launch, new_secret
 from bridge.brokers.redis import wire as redis_wire
@@ -24,7 +24,8 @@ from bridge.events.event import envelope
 from bridge.redisconn.clients import drop_prefix
 
 CHANNEL = "calls:bench"
-HEADLINE = ["delivered_per_s", "lost", "clients", "server_cpu_s", "latency_p99_ms"]
+HEADLINE = ["delivered_per_s", "lost", "clients", "server_cpu_s", "server_cpu_us_per_frame",
+            "clients_cpu_s", "latency_p99_ms"]
 
 
 def params(smoke: bool, clients: int | None, events: int | None) -> dict[str, Any]:
@@ -39,21 +40,23 @@ def run_once(target: str, p: dict[str, Any], opts: common.Options) -> dict[str, 
     sio_channel = prefix + "socketio"
     names = [redis_wire.pubsub_channel(prefix, CHANNEL)] if target != "peer" else [sio_channel]
     try:
-        with launch(target, redis_url=opts.redis_url, channels=names, config=config) as t:
+        with launch(target, redis_url=opts.redis_url, channels=names, config=config,
+                    server_workers=opts.server_workers) as t:
             token = mint(secret, sub="bench", channels=[CHANNEL], ttl=3600)
             plan = Plan(target, t.client_url, [[CHANNEL]] * p["clients"], token=token)
             workers, ready = start_workers(plan, opts.workers)
             try:
-                cpu0 = proc.cpu_seconds(t.pid)
+                meter = common.CpuMeter(t.pid, workers.pids)
+                meter.start()
                 started = time.time()
                 asyncio.run(_inject(target, p["events"], prefix, sio_channel, opts.redis_url))
                 expected = p["events"] * ready.opened
                 common.wait_delivered(workers, expected, quiet=3.0, limit=120.0)
-                cpu = proc.cpu_seconds(t.pid) - cpu0
+                meter.stop()
             finally:
                 stats = workers.stop()
             out = common.delivery_metrics(stats, expected, started)
-            out.update(server_cpu_s=cpu, injected=p["events"], errors=stats.errors)
+            out.update(meter.fields(stats.received), injected=p["events"], errors=stats.errors)
             return out
     finally:
         asyncio.run(drop_prefix(opts.redis_url, prefix))

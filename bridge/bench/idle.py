@@ -20,7 +20,8 @@ HEADLINE = ["clients", "connect_failed", "bytes_per_conn", "cpu_at_rest_pct"]
 
 
 def params(smoke: bool, clients: int | None, rest: float | None) -> dict[str, Any]:
-    return {"clients": clients or (50 if smoke else 10_000), "rest": rest or (1.0 if smoke else 30.0)}
+    return {"clients": clients or (50 if smoke else 10_000),
+            "rest": rest or (1.0 if smoke else 30.0)}
 
 
 def run_once(target: str, p: dict[str, Any], opts: common.Options) -> dict[str, Any]:
@@ -28,19 +29,19 @@ def run_once(target: str, p: dict[str, Any], opts: common.Options) -> dict[str, 
     secret = new_secret()
     config = callbridge_config(broker_url="memory://", prefix=prefix, jwt_secret=secret)
     with launch(target, redis_url=opts.redis_url, channels=[prefix + "idle"],
-                config=config) as t:
+                config=config, server_workers=opts.server_workers) as t:
         subs = [[f"calls:bench:{1000 + i}"] for i in range(p["clients"])]
         token = mint(secret, sub="bench", channels=["calls:bench:*"], ttl=3600)
         time.sleep(0.5)  # let start-up allocations settle
-        before = proc.rss_bytes(t.pid)
+        before = proc.rss_bytes(t.pid, tree=True)
         workers, ready = start_workers(Plan(target, t.client_url, subs, token=token),
                                        opts.workers, timeout=300)
         try:
             time.sleep(0.5)
-            after = proc.rss_bytes(t.pid)
-            cpu0, t0 = proc.cpu_seconds(t.pid), time.monotonic()
+            after = proc.rss_bytes(t.pid, tree=True)
+            cpu0, t0 = proc.cpu_seconds(t.pid, tree=True), time.monotonic()
             time.sleep(p["rest"])
-            cpu = proc.cpu_seconds(t.pid) - cpu0
+            cpu = proc.cpu_seconds(t.pid, tree=True) - cpu0
             elapsed = time.monotonic() - t0
         finally:
             stats = workers.stop()

@@ -67,14 +67,22 @@ def table(data: dict[str, Any]) -> str:
     for name, t in data["targets"].items():
         rows.append([name, *(_fmt(t["median"].get(c)) for c in cols)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
-    lines = [f"{data['scenario']}: {data['command']}",
-             f"runs per target: {max((len(t['runs']) for t in data['targets'].values()), default=0)}"
-             f" (medians shown)"]
+    runs = max((len(t["runs"]) for t in data["targets"].values()), default=0)
+    lines = [f"{data['scenario']}: {data['command']}", f"runs per target: {runs} (medians shown)"]
     for i, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
+    lines += [f"{c}: {LEGEND[c]}" for c in cols if c in LEGEND]
     return "\n".join(lines)
+
+
+#: What the columns that need it mean, printed under the table.
+LEGEND = {
+    "server_cpu_us_per_frame": "server CPU microseconds per frame delivered (all its processes)",
+    "clients_cpu_s": "CPU seconds of the client worker processes, which share the machine: "
+                     "when it nears the cores left over, the clients bound the figures",
+}
 
 
 def _fmt(value: Any) -> str:

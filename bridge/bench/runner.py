@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from bridge.bench import common, report
+from bridge.bench import common, proc, report
 from bridge.bench.chaos.run import main as chaos_main
 from bridge.bench.targets import TARGETS
 
@@ -54,6 +54,9 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--redis", metavar="URL", default="redis://127.0.0.1:6379/0",
                        help="the Redis server the targets and scenarios use")
     bench.add_argument("--workers", type=int, default=2, help="client processes")
+    bench.add_argument("--server-workers", type=int, default=1, metavar="N",
+                       help="callbridge target: run it as `serve --workers N` (its CPU and "
+                            "memory summed over its processes); default: %(default)s")
     bench.add_argument("--pool", type=int, help="consumers: worker processes of the group (4)")
     bench.add_argument("--clients", type=int, help="connections (scenario default otherwise)")
     bench.add_argument("--events", type=int,
@@ -71,8 +74,9 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     chaos = bench.add_argument_group(
         "chaos", "load and combined faults on real processes, checked from outside "
                  "(docs/operations.md); --runs, --clients, --duration and --json apply too")
-    chaos.add_argument("--profile", choices=("long", "short"), default="short",
-                       help="chaos: run size (default: %(default)s)")
+    chaos.add_argument("--profile", choices=("long", "short", "large"),
+                       help="chaos: run size, long or short (default: short); callcenter: "
+                            "large for 10,000 softphones and 100 supervisors for 60 s")
     chaos.add_argument("--seed", type=int,
                        help="chaos: the first run's seed, to replay a run (default: random)")
     chaos.add_argument("--keep", metavar="DIR",
@@ -91,7 +95,7 @@ def scenario_params(args: argparse.Namespace) -> dict[str, Any]:
     if name == "idle":
         return scenario.params(args.smoke, args.clients, args.duration)
     if name == "callcenter":
-        return scenario.params(args.smoke, args.clients, args.rate, args.duration)
+        return scenario.params(args.smoke, args.clients, args.rate, args.duration, args.profile)
     return scenario.params(args.smoke, args.streams, args.token_lifetime, args.duration,
                            args.apps)
 
@@ -106,8 +110,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         targets = ["callbridge"]
     if args.runs < 1:
         raise SystemExit("callbridge bench: --runs must be at least 1")
+    if args.server_workers < 1:
+        raise SystemExit("callbridge bench: --server-workers must be at least 1")
+    if args.profile is not None and args.scenario != "callcenter":
+        raise SystemExit(f"callbridge bench: --profile {args.profile} is for callcenter "
+                         "(large) and chaos (long, short)")
+    if args.profile not in (None, "large") and args.scenario == "callcenter":
+        raise SystemExit("callbridge bench: callcenter has one --profile: large")
     params = scenario_params(args)
-    opts = common.Options(redis_url=args.redis, workers=args.workers, smoke=args.smoke)
+    # The servers under test and the client workers inherit it: thousands of sockets each.
+    proc.raise_nofile()
+    opts = common.Options(redis_url=args.redis, workers=args.workers, smoke=args.smoke,
+                          server_workers=args.server_workers)
     per_target: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
     for r in range(args.runs):
         for t in targets:
@@ -121,22 +135,28 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
 
 def ratios(scenario: str, per_target: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
-    """Firehose: callbridge throughput over each other target's, median of per-run ratios."""
+    """Firehose, median of per-run ratios against each other target: callbridge's throughput
+    over theirs (``callbridge_over_X``), and callbridge's server CPU per delivered frame over
+    theirs (``callbridge_cpu_per_frame_over_X``: 1.0 is as cheap, 2.0 twice the cost)."""
     out: dict[str, float] = {}
     if scenario != "firehose" or "callbridge" not in per_target:
         return out
     ours = per_target["callbridge"]
     for other in ("ceiling", "peer"):
         theirs = per_target.get(other, [])
-        pairs = [a["delivered_per_s"] / b["delivered_per_s"] for a, b in zip(ours, theirs)
-                 if b["delivered_per_s"]]
-        if pairs:
-            out[f"callbridge_over_{other}"] = statistics.median(pairs)
+        for key, name in (("delivered_per_s", f"callbridge_over_{other}"),
+                          ("server_cpu_us_per_frame", f"callbridge_cpu_per_frame_over_{other}")):
+            pairs = [a[key] / b[key] for a, b in zip(ours, theirs) if b[key] and a[key]]
+            if pairs:
+                out[name] = statistics.median(pairs)
     return out
 
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
     if args.scenario == "chaos":
+        if args.profile not in (None, "long", "short"):
+            raise SystemExit(f"callbridge bench: chaos has no --profile {args.profile}")
+        args.profile = args.profile or "short"
         return chaos_main(args, argv)
     data = run(args, argv)
     print(report.table(data))

@@ -157,7 +157,8 @@ def run_once(target: str, p: dict[str, Any], opts: common.Options) -> dict[str, 
                     "snapshot_p99_ms": percentile(local, 0.99), "state_bytes": size}
 
         out = asyncio.run(measure())
-        with launch(target, redis_url=opts.redis_url, channels=[], config=config) as t:
+        with launch(target, redis_url=opts.redis_url, channels=[], config=config,
+                    server_workers=opts.server_workers) as t:
             token = mint(secret, sub="bench", channels=[CHANNEL], ttl=3600)
             remote = asyncio.run(_ws_states(t.client_url, token, p["snapshots"]))
         out.update(active_calls=p["calls"], extensions=2 * p["calls"],

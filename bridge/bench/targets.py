@@ -56,8 +56,13 @@ def callbridge_config(*, broker_url: str, prefix: str, jwt_secret: str,
 
 @contextlib.contextmanager
 def launch(name: str, *, redis_url: str, channels: list[str],
-           config: dict[str, Any] | None = None, timeout: float = 60) -> Iterator[Target]:
-    """Start target ``name``. ``channels``: the Redis pub/sub names the ceiling/peer read."""
+           config: dict[str, Any] | None = None, timeout: float = 60,
+           server_workers: int = 1) -> Iterator[Target]:
+    """Start target ``name``. ``channels``: the Redis pub/sub names the ceiling/peer read.
+
+    ``server_workers`` > 1 runs callbridge as ``serve --workers N`` (the ceiling and the peer
+    are one process whatever it says); measure such a target with ``tree=True``.
+    """
     secret = ""
     with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as tmp:
         if name == "callbridge":
@@ -68,6 +73,8 @@ def launch(name: str, *, redis_url: str, channels: list[str],
                 f.write(tomli_w.dumps(config))
             os.chmod(path, 0o600)
             argv = [sys.executable, "-m", "bridge", "serve", "--config", path]
+            if server_workers != 1:
+                argv += ["--workers", str(server_workers)]
         elif name == "ceiling":
             argv = [sys.executable, "-m", "bridge.bench.ceiling", "--redis", redis_url]
             for c in channels:

@@ -46,14 +46,15 @@ async def _run(p: dict[str, Any], opts: common.Options, prefix: str) -> dict[str
                                  token_lifetime=p["token_lifetime"])
     issued: list[tuple[float, str]] = []
     async with bridge_on_simulator(settings, broker_url=opts.redis_url, prefix=prefix,
-                                   ready_timeout=300) as (sim, t, ready_s):
+                                   ready_timeout=300, server_workers=opts.server_workers
+                                   ) as (sim, t, ready_s):
         def recording(app_id: str, token: str) -> None:
             issued.append((time.monotonic(), app_id))
 
         sim.tokens.on_issue.append(recording)
-        cpu0, t0 = proc.cpu_seconds(t.pid), time.monotonic()
+        cpu0, t0 = proc.cpu_seconds(t.pid, tree=True), time.monotonic()
         await asyncio.sleep(p["duration"])
-        cpu, elapsed = proc.cpu_seconds(t.pid) - cpu0, time.monotonic() - t0
+        cpu, elapsed = proc.cpu_seconds(t.pid, tree=True) - cpu0, time.monotonic() - t0
         _, body = await readyz(t)
     buckets = Counter(int(at - t0) for at, _ in issued)
     streams = body.get("streams", [])

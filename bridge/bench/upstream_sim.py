@@ -16,10 +16,12 @@ from bridge.simulator.app import Simulator, SimulatorSettings
 TENANT = "bench"
 
 
-def antbuddy_blocks(sim_url: str, apps: dict[str, str], accounts: list[str]) -> list[dict[str, Any]]:
+def antbuddy_blocks(sim_url: str, apps: dict[str, str],
+                    accounts: list[str]) -> list[dict[str, Any]]:
     """One ``[[antbuddy]]`` per account; account ``i`` uses app ``i`` (apps cycle)."""
     ids = list(apps)
-    return [{"tenant": TENANT, "oapi_url": sim_url, "ws_url": sim_url.replace("http://", "ws://", 1),
+    ws_url = sim_url.replace("http://", "ws://", 1)
+    return [{"tenant": TENANT, "oapi_url": sim_url, "ws_url": ws_url,
              "dialect": "kazoo-json", "app_id": ids[i % len(ids)],
              "app_secret": apps[ids[i % len(ids)]], "account_id": a}
             for i, a in enumerate(accounts)]
@@ -28,7 +30,7 @@ def antbuddy_blocks(sim_url: str, apps: dict[str, str], accounts: list[str]) -> 
 @contextlib.asynccontextmanager
 async def bridge_on_simulator(settings: SimulatorSettings, *, broker_url: str, prefix: str,
                               upstream: dict[str, Any] | None = None,
-                              ready_timeout: float = 120.0
+                              ready_timeout: float = 120.0, server_workers: int = 1
                               ) -> AsyncIterator[tuple[Simulator, Target, float]]:
     """The simulator serving, callbridge launched against it and ready (/readyz 200).
 
@@ -48,7 +50,7 @@ async def bridge_on_simulator(settings: SimulatorSettings, *, broker_url: str, p
         # launch() blocks while it waits; the simulator must keep answering meanwhile.
         target = await asyncio.to_thread(stack.enter_context,
                                          launch("callbridge", redis_url="", channels=[],
-                                                config=config))
+                                                config=config, server_workers=server_workers))
         await wait_ready(target, ready_timeout)
         yield simulator, target, time.monotonic() - t0
 

@@ -31,14 +31,26 @@ def check_shape(data: dict, scenario: str, targets: list[str]) -> None:
 
 
 def test_firehose_measures_all_three_targets():
-    data = bench("firehose", "--clients", "5", "--events", "10")
+    data = bench("firehose", "--clients", "5", "--events", "10", "--server-workers", "1")
     check_shape(data, "firehose", ["callbridge", "ceiling", "peer"])
     for name, t in data["targets"].items():
         run = t["runs"][0]
         assert run["clients"] == 5, (name, run["errors"])
         assert run["delivered"] > 0 and run["delivered_per_s"] > 0, name
         assert run["latency_max_ms"] > 0, name  # the injection time came through
-    assert set(data["ratios"]) == {"callbridge_over_ceiling", "callbridge_over_peer"}
+        assert run["clients_cpu_s"] >= 0, name  # the client workers' CPU (0 below a tick)
+        # CPU per frame is the server's CPU over the frames delivered (0 when the run was
+        # too short for the kernel's CPU clock to tick).
+        assert run["server_cpu_us_per_frame"] == pytest.approx(
+            run["server_cpu_s"] * 1e6 / run["delivered"])
+    assert {"callbridge_over_ceiling", "callbridge_over_peer"} <= set(data["ratios"])
+
+
+def test_a_profile_belongs_to_its_scenario():
+    with pytest.raises(SystemExit, match="callcenter"):
+        bench("firehose", "--profile", "large")
+    with pytest.raises(SystemExit, match="large"):
+        bench("callcenter", "--profile", "long")
 
 
 def test_callcenter_delivers_to_softphones_and_supervisors():
@@ -48,6 +60,19 @@ def test_callcenter_delivers_to_softphones_and_supervisors():
     assert run["clients"] == 4 + 2, run["errors"]
     assert run["expected"] == run["injected"] * 3
     assert run["delivered"] > 0 and run["latency_p99_ms"] > 0
+
+
+def test_the_large_callcenter_runs_end_to_end_at_smoke_size():
+    data = bench("callcenter", "--profile", "large", "--clients", "30", "--duration", "0.5")
+    check_shape(data, "callcenter", ["callbridge"])
+    assert data["params"]["profile"] == "large"
+    run = data["targets"]["callbridge"]["runs"][0]
+    assert run["clients"] == 30 + 2, run["errors"]
+    assert run["expected"] == run["injected"] * 3 and run["delivered"] > 0
+    # Memory per connection is read before any traffic, from the server's own RSS.
+    assert run["rss_after"] > run["rss_before"] > 0
+    assert run["bytes_per_conn"] == (run["rss_after"] - run["rss_before"]) / 32
+    assert run["server_cpu_us_per_frame"] >= 0 and run["clients_cpu_s"] >= 0
 
 
 def test_idle_reports_memory_and_cpu():
