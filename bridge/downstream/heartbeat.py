@@ -14,7 +14,7 @@ import random
 import time
 
 from bridge.downstream import protocol as p
-from bridge.downstream.link import ClientLink
+from bridge.downstream.link import ClientLink, text_frame
 
 #: Upper bound on slots per interval (ticks per interval).
 MAX_SLOTS = 100
@@ -59,6 +59,7 @@ class Heartbeats:
         if links:
             frame = p.encode_heartbeat(time.time())
             size = len(frame)  # ASCII
+            wire = text_frame(frame.encode())
             for link in links:  # put() may close a slow link; it never leaves the set here
-                link.put(frame, size)
+                link.put(frame, size, wire)
         self._timer = asyncio.get_running_loop().call_later(self._tick, self._beat)

@@ -43,7 +43,7 @@ from typing import Iterable
 from bridge.brokers.base import Broker, BrokerError, offset_key
 from bridge.common.redact import redact
 from bridge.downstream.echoes import Echoes
-from bridge.downstream.link import PEER_GONE, SLOW_CONSUMER, ClientLink
+from bridge.downstream.link import PEER_GONE, SLOW_CONSUMER, ClientLink, text_frame
 from bridge.downstream.protocol import encode_gap
 from bridge.events.event import frame_epoch
 
@@ -122,6 +122,7 @@ class Hub:
                 links = {link for link in links if self._by_link[link].get(channel, 0) > since}
         text = frame.decode()
         size = len(frame)
+        wire = text_frame(frame)  # framed once for every client that can take it directly
         held, floors = self._held, self._floors
         for link in links:
             if link.close_code is not None:
@@ -133,7 +134,7 @@ class Hub:
                 if _at_or_below(floor, offset, frame):
                     continue  # replayed to this client already
                 del floors[(link, channel)]
-            if link.put(text, size):
+            if link.put(text, size, wire):
                 self._frames_out += 1
             else:
                 log.info("client closed as slow consumer on %s", channel)

@@ -14,7 +14,14 @@ import asyncio
 from collections import deque
 from typing import Awaitable, Callable
 
+from websockets.frames import Frame, Opcode
+
 SLOW_CONSUMER = 4008  # same value as bridge.downstream.protocol.SLOW_CONSUMER
+#: The ASGI scope extension under which the server offers direct frame writes
+#: (:class:`bridge.http.frames.DirectFrames`): a function taking one complete frame.
+DIRECT_FRAMES = "callbridge.frames"
+
+DirectWrite = Callable[[bytes], bool]
 PEER_GONE = 1006  # close() code meaning "the peer is gone, send no close frame"
 
 
@@ -26,8 +33,8 @@ class ClientLink:
     while someone waits.
     """
 
-    __slots__ = ("max_bytes", "queued_bytes", "close_code", "_frames", "_writer", "_room",
-                 "_finished", "_done", "_on_slow", "_large")
+    __slots__ = ("max_bytes", "queued_bytes", "close_code", "direct", "_frames", "_writer",
+                 "_room", "_finished", "_done", "_on_slow", "_large")
 
     def __init__(self, max_bytes: int, on_slow: Callable[[], None] | None = None) -> None:
         self.max_bytes = max_bytes
@@ -37,6 +44,9 @@ class ClientLink:
         self.queued_bytes = 0
         #: Set once, by the first :meth:`close`; the writer stops and the owner closes with it.
         self.close_code: int | None = None
+        #: Writes a complete frame straight to the connection when nothing holds it back
+        #: (:data:`DIRECT_FRAMES`); None: every frame goes through the buffer and the writer.
+        self.direct: DirectWrite | None = None
         self._frames: deque[tuple[str, int]] | None = None
         self._writer: asyncio.Future[None] | None = None  # the writer waiting for frames
         self._room: asyncio.Future[None] | None = None  # producers waiting for room
@@ -44,13 +54,22 @@ class ClientLink:
         self._done: asyncio.Future[None] | None = None  # waiters for finished()
         self._large: str | None = None  # the frame of put_large() until it is sent
 
-    def put(self, frame: str, size: int | None = None) -> bool:
+    def put(self, frame: str, size: int | None = None, wire: bytes | None = None) -> bool:
         """Queue ``frame`` (``size`` its UTF-8 length when known). Never blocks.
+
+        ``wire``: the same frame, framed for the websocket (:func:`text_frame`, built once for
+        every client). It is written straight to the connection, with no task switch, when
+        nothing is queued, the writer is idle (not in a send) and the connection takes it now;
+        otherwise the frame is queued as usual.
 
         Returns False, and closes the link with 4008, when the frame would overflow the buffer.
         Frames put after :meth:`close` are dropped (and True is returned: nothing to report).
         """
         if self.close_code is not None:
+            return True
+        if (wire is not None and self._frames is None and self.direct is not None
+                and (writer := self._writer) is not None and not writer.done()
+                and self.direct(wire)):
             return True
         if size is None:
             size = len(frame.encode())
@@ -159,6 +178,11 @@ class ClientLink:
         if self._done is None:
             self._done = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._done)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` (UTF-8 text) as one unmasked websocket text frame, as a server sends it."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:

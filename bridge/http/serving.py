@@ -24,6 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from bridge.common.aio import first_of
 from bridge.common.redact import redact
+from bridge.http.frames import DirectFrames
 
 log = logging.getLogger("bridge.http.serving")
 
@@ -237,4 +238,4 @@ def bridge_server(app: Any, config: Any, *, host: str | None = None,
                      graceful_timeout=s.shutdown_timeout, ws_ping_interval=s.ping_interval,
                      ws_ping_timeout=s.ping_interval, ws_max_size=s.max_message_bytes,
                      proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
-                     sock=sock, reuse_port=reuse_port)
+                     sock=sock, reuse_port=reuse_port, ws=DirectFrames)

@@ -13,6 +13,8 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
+from bridge.http.frames import DirectFrames
+
 #: One unit for every safety-net wait in these tests; raise it on a slow machine.
 SCALE = float(os.environ.get("CALLBRIDGE_TEST_TIMEOUT_SCALE", "1"))
 
@@ -32,7 +34,7 @@ async def run_uvicorn(app: ASGIApp, **config: Any) -> AsyncIterator[RunningServe
     """Serve ``app`` on 127.0.0.1 (port chosen by the kernel) until the block exits.
 
     The socket is bound here, before uvicorn starts, so the port is known and never raced for.
-    Per-message compression is off, as callbridge runs it.
+    Per-message compression is off and frames may be written directly, as callbridge runs it.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -41,6 +43,7 @@ async def run_uvicorn(app: ASGIApp, **config: Any) -> AsyncIterator[RunningServe
     config.setdefault("log_level", "warning")
     config.setdefault("lifespan", "off")
     config.setdefault("ws_per_message_deflate", False)
+    config.setdefault("ws", DirectFrames)  # callbridge's websocket protocol: direct frame writes
     server = uvicorn.Server(uvicorn.Config(app, **config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

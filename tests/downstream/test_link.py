@@ -7,6 +7,7 @@ import asyncio
 from bridge.brokers.memory import MemoryBroker
 from bridge.downstream import protocol as p
 from bridge.downstream.hub import Hub
+from bridge.downstream.link import ClientLink, text_frame
 
 
 async def test_a_send_blocked_past_its_timeout_counts_as_a_slow_consumer() -> None:
@@ -60,3 +61,76 @@ async def test_a_frame_larger_than_the_buffer_is_queued_whole_and_bounds_nothing
     assert await waiter and sent == [10_000]
     link.close(p.NORMAL)
     assert await writer == p.NORMAL
+
+
+class _Connection:
+    """A connection's two ways out: direct frame writes (taken only while ``open``) and the
+    writer's sends; both append to one wire, in the order they happen."""
+
+    def __init__(self) -> None:
+        self.wire: list[str] = []
+        self.open = True
+        self.sending: asyncio.Future[None] | None = None
+
+    def direct(self, data: bytes) -> bool:
+        if self.open:
+            self.wire.append(data[2:].decode())  # short text frames: a 2-byte header
+        return self.open
+
+    async def send(self, frame: str) -> None:
+        if self.sending is not None:
+            await self.sending
+        self.wire.append(frame)
+
+
+def _put(link: ClientLink, text: str) -> bool:
+    return link.put(text, len(text), text_frame(text.encode()))
+
+
+async def _idle(link: ClientLink, conn: _Connection) -> None:
+    """Until the writer has sent what is queued and waits for more."""
+    async with asyncio.timeout(5):
+        while link.queued_bytes or len(conn.wire) == 0:
+            await asyncio.sleep(0)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+
+async def test_frames_go_straight_to_an_idle_connection_and_keep_their_order() -> None:
+    hub = Hub(MemoryBroker(), client_queue_bytes=4096)
+    link, conn = hub.attach(), _Connection()
+    link.direct = conn.direct
+    assert link.put("welcome")  # no wire form: queued, sent by the writer
+    writer = asyncio.create_task(link.run(conn.send, send_timeout=5))
+    await _idle(link, conn)
+    assert _put(link, "e1") and _put(link, "e2")  # idle writer: written at once
+    assert conn.wire == ["welcome", "e1", "e2"] and link.queued_bytes == 0
+
+    conn.open = False  # the transport holds writes back (paused): frames wait in the buffer
+    conn.sending = asyncio.get_running_loop().create_future()  # and the writer's send blocks
+    assert _put(link, "e3")
+    assert link.queued_bytes == 2
+    for _ in range(5):  # the writer takes e3 and blocks in its send
+        await asyncio.sleep(0)
+    conn.open = True  # the transport takes writes again, but the writer is still in a send
+    assert _put(link, "e4")  # queued behind e3, never written ahead of it
+    assert conn.wire == ["welcome", "e1", "e2"] and link.queued_bytes == 4
+    conn.sending.set_result(None)
+    conn.sending = None
+    async with asyncio.timeout(5):
+        while len(conn.wire) < 5:
+            await asyncio.sleep(0)
+    assert conn.wire == ["welcome", "e1", "e2", "e3", "e4"]
+    link.close(p.SERVICE_RESTART)
+    assert await writer == p.SERVICE_RESTART
+    assert _put(link, "late") and conn.wire[-1] == "e4"  # closed: nothing more goes out
+
+
+async def test_a_connection_that_holds_writes_back_still_meets_the_byte_limit() -> None:
+    hub = Hub(MemoryBroker(), client_queue_bytes=1024)
+    link, conn = hub.attach(), _Connection()
+    link.direct = conn.direct
+    conn.open = False
+    assert _put(link, "x" * 1000)
+    assert not _put(link, "x" * 100)  # the buffer overflows as without direct writes
+    assert link.close_code == p.SLOW_CONSUMER
