@@ -23,9 +23,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
+from bridge.bench import lean
 from bridge.bench.proc import raise_nofile
 
 MARK = b"bench-"
@@ -205,9 +204,12 @@ async def _client(plan: Plan, subs: list[str], stats: Stats, limit: asyncio.Sema
     try:
         async with limit:
             async with asyncio.timeout(plan.connect_timeout):
-                ws = await connect(_url(plan), compression=None, ping_interval=None,
-                                   max_size=2**22, open_timeout=plan.connect_timeout)
-                heartbeat = await _handshake(plan, ws, subs)
+                ws = await lean.connect(_url(plan), max_size=2**22)
+                try:
+                    heartbeat = await _handshake(plan, ws, subs)
+                except BaseException:
+                    ws.close()
+                    raise
         stats.opened += 1
     except Exception as exc:  # every failure is counted, the run goes on
         stats.failed += 1
@@ -216,12 +218,12 @@ async def _client(plan: Plan, subs: list[str], stats: Stats, limit: asyncio.Sema
         return
     ready.set()
     try:
-        async with ws:
-            await _receive(plan.protocol, ws, stats, heartbeat)
-    except ConnectionClosed as exc:
+        await _receive(plan.protocol, ws, stats, heartbeat)
         if not stop.is_set():
             stats.closed_early += 1
-            stats.error(f"closed: {exc}")
+            stats.error("closed by the server")
+    finally:
+        ws.close()
 
 
 def _url(plan: Plan) -> str:
@@ -230,15 +232,15 @@ def _url(plan: Plan) -> str:
     return plan.url
 
 
-async def _handshake(plan: Plan, ws: ClientConnection, subs: list[str]) -> float | None:
+async def _handshake(plan: Plan, ws: lean.LeanConnection, subs: list[str]) -> float | None:
     """Protocol-specific opening; returns the keepalive interval the client must honour."""
     if plan.protocol == "callbridge":
-        await ws.send(orjson.dumps({"type": "auth", "token": plan.token}).decode())
+        ws.send(orjson.dumps({"type": "auth", "token": plan.token}).decode())
         welcome = orjson.loads(await ws.recv())
         if welcome.get("type") != "welcome":
             raise RuntimeError(f"auth refused: {welcome.get('type')}")
         if subs:
-            await ws.send(orjson.dumps({"type": "subscribe", "id": 1, "channels": subs}).decode())
+            ws.send(orjson.dumps({"type": "subscribe", "id": 1, "channels": subs}).decode())
             while True:  # heartbeats may come first
                 reply = orjson.loads(await ws.recv())
                 if reply.get("type") == "subscribed":
@@ -249,14 +251,14 @@ async def _handshake(plan: Plan, ws: ClientConnection, subs: list[str]) -> float
         return idle / 3 if idle > 0 else None  # only an idle timeout asks clients to ping
     if plan.protocol == "peer":
         # Engine.IO packets come as text frames.
-        opening = await ws.recv(decode=True)
+        opening = await ws.recv()
         if not opening.startswith("0"):
             raise RuntimeError("not an Engine.IO open packet")
-        await ws.send("40" + orjson.dumps({"rooms": subs}).decode())
+        ws.send("40" + orjson.dumps({"rooms": subs}).decode())
         while True:
-            packet = await ws.recv(decode=True)
+            packet = await ws.recv()
             if packet == "2":
-                await ws.send("3")
+                ws.send("3")
             elif packet.startswith("40"):
                 return None
             elif packet.startswith("44"):
@@ -264,29 +266,30 @@ async def _handshake(plan: Plan, ws: ClientConnection, subs: list[str]) -> float
     return None
 
 
-async def _receive(protocol: str, ws: ClientConnection, stats: Stats,
+async def _receive(protocol: str, ws: lean.LeanConnection, stats: Stats,
                    keepalive: float | None) -> None:
-    loop = asyncio.get_running_loop()
-    next_ping = loop.time() + keepalive if keepalive else None
-    while True:
-        try:
-            async with asyncio.timeout_at(next_ping):
-                frame = await ws.recv(decode=False)
-        except TimeoutError:
-            frame = b""
-        if keepalive and next_ping is not None and loop.time() >= next_ping:
-            # callbridge closes a connection that sends nothing for its idle timeout.
-            await ws.send('{"type":"ping"}')
-            next_ping = loop.time() + keepalive
-        if not frame:
-            continue
-        if protocol == "callbridge":
+    """Count (and time) every event until the connection closes; frames are handled as they
+    arrive, inside the connection's read callback."""
+    if protocol == "callbridge":
+        def on_frame(frame: bytes) -> None:
             if frame.startswith(b'{"type":"event"'):
                 stats.on_event(frame)
-        elif protocol == "peer":
+    elif protocol == "peer":
+        def on_frame(frame: bytes) -> None:
             if frame.startswith(b"42"):
                 stats.on_event(frame)
             elif frame == b"2":
-                await ws.send("3")
-        else:
-            stats.on_event(frame)
+                ws.send("3")
+    else:
+        on_frame = stats.on_event
+    ws.stream(on_frame)
+    while not ws.closed.done():
+        if keepalive is None:
+            await asyncio.shield(ws.closed)
+            break
+        try:
+            async with asyncio.timeout(keepalive):
+                await asyncio.shield(ws.closed)
+        except TimeoutError:
+            # callbridge closes a connection that sends nothing for its idle timeout.
+            ws.send('{"type":"ping"}')
