@@ -60,10 +60,16 @@ def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=2048,
+        sock = socket.create_server((host, port), family=family, backlog=2048,
                                     reuse_port=reuse_port)
     except OSError as exc:
         raise CannotListen(host, port, exc) from exc
+    # Connections accepted here inherit TCP_NODELAY. asyncio sets it only on sockets whose
+    # protocol number says TCP, which create_server's (0) does not: without it, Nagle's
+    # algorithm holds a small frame back until the client acknowledges the one before, up to
+    # its delayed-ACK timer (40 ms on Linux), whenever frames come faster than round trips.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 async def client_gone(request: Any, exc: Exception) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
@@ -14,6 +13,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from bridge.http.frames import DirectFrames
+from bridge.http.serving import listen
 
 #: One unit for every safety-net wait in these tests; raise it on a slow machine.
 SCALE = float(os.environ.get("CALLBRIDGE_TEST_TIMEOUT_SCALE", "1"))
@@ -36,9 +36,7 @@ async def run_uvicorn(app: ASGIApp, **config: Any) -> AsyncIterator[RunningServe
     The socket is bound here, before uvicorn starts, so the port is known and never raced for.
     Per-message compression is off and frames may be written directly, as callbridge runs it.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = listen("127.0.0.1", 0)  # as callbridge listens (TCP_NODELAY included)
     port = sock.getsockname()[1]
     config.setdefault("log_level", "warning")
     config.setdefault("lifespan", "off")
