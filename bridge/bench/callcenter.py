@@ -23,9 +23,10 @@ from bridge.bench import common, proc
 from bridge.bench.clients import Plan, stamp, start_workers
 from bridge.bench.upstream_sim import TENANT, bridge_on_simulator
 from bridge.simulator.app import SimulatorSettings
+from bridge.upstream.kazoo import GREGORIAN_OFFSET
 
-HEADLINE = ["latency_p50_ms", "latency_p99_ms", "latency_max_ms", "lost", "server_cpu_s",
-            "server_cpu_us_per_frame", "clients_cpu_s", "bytes_per_conn"]
+HEADLINE = ["latency_p50_ms", "latency_p99_ms", "latency_max_ms", "lost", "unexpected",
+            "server_cpu_s", "server_cpu_us_per_frame", "clients_cpu_s", "bytes_per_conn"]
 #: Seconds to let the server's memory settle before each RSS reading.
 SETTLE = 0.5
 #: Seconds the client workers may take to connect and subscribe (10,100 at the large size).
@@ -51,10 +52,13 @@ def run_once(target: str, p: dict[str, Any], opts: common.Options) -> dict[str, 
 
 
 def payload(seq: int, extension: str) -> dict[str, Any]:
+    """A call starting now: a leg older than ``[state] max_call_age`` would be closed by the
+    state's sweep, a ``call.ended`` more for every client of the call."""
     return {"Event-Category": "call_event", "Event-Name": "CHANNEL_CREATE",
             "Call-ID": stamp(seq), "Call-Direction": "inbound", "Msg-ID": f"m{seq}",
             "Caller-ID-Number": extension, "Callee-ID-Number": "5550100",
-            "Presence-ID": f"{extension}@bench.local", "Timestamp": 63_900_000_000 + seq,
+            "Presence-ID": f"{extension}@bench.local",
+            "Timestamp": int(time.time()) + GREGORIAN_OFFSET,
             "Custom-Channel-Vars": {"Account-ID": ACCOUNT, "Username": extension}}
 
 

@@ -95,6 +95,8 @@ def delivery_metrics(stats: Stats, expected: int, started: float) -> dict[str, A
         "closed_early": stats.closed_early,
         "expected": expected, "delivered": stats.received,
         "lost": max(0, expected - stats.received),
+        # frames beyond those expected: events callbridge made itself (a closing), or repeats
+        "unexpected": max(0, stats.received - expected),
         "delivered_per_s": stats.received / span if stats.received else 0.0,
         "latency_p50_ms": percentile(lat, 0.50), "latency_p99_ms": percentile(lat, 0.99),
         "latency_max_ms": lat[-1] if lat else 0.0,

@@ -55,8 +55,8 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
                        help="the Redis server the targets and scenarios use")
     bench.add_argument("--workers", type=int, default=2, help="client processes")
     bench.add_argument("--server-workers", type=int, default=1, metavar="N",
-                       help="callbridge target: run it as `serve --workers N` (its CPU and "
-                            "memory summed over its processes); default: %(default)s")
+                       help="callbridge target: run it as callbridge serve --workers N (its "
+                            "CPU and memory summed over its processes); default: %(default)s")
     bench.add_argument("--pool", type=int, help="consumers: worker processes of the group (4)")
     bench.add_argument("--clients", type=int, help="connections (scenario default otherwise)")
     bench.add_argument("--events", type=int,
