@@ -50,6 +50,20 @@ def register(commands: common.Commands) -> None:
     api.set_defaults(run=run_api_token)
 
 
+def _signing_secret(command: str, args: argparse.Namespace) -> str | None:
+    """``[auth] jwt_secret``, once ``--ttl`` and the configuration are found right; None (the
+    problem printed) otherwise."""
+    if not args.ttl > 0:
+        print(f"callbridge {command}: --ttl must be a positive number of seconds, not "
+              f"{args.ttl:g}", file=sys.stderr)
+        return None
+    secret = common.load(args.config).auth.jwt_secret.get_secret_value()
+    if not secret:
+        print(_NO_SECRET.format(command=command), file=sys.stderr)
+        return None
+    return secret
+
+
 def run_token(args: argparse.Namespace) -> int:
     from bridge.auth.tokens import mint
     from bridge.events.channels import pattern_problem, pattern_warnings
@@ -64,17 +78,11 @@ def run_token(args: argparse.Namespace) -> int:
         for warning in pattern_warnings(pattern):
             print(f"callbridge token: warning: channel pattern {pattern!r}: {warning}",
                   file=sys.stderr)
-    if not args.ttl > 0:
-        print(f"callbridge token: --ttl must be a positive number of seconds, not {args.ttl:g}",
-              file=sys.stderr)
-        return common.EXIT_CONFIG
-    config = common.load(args.config)
-    if not config.auth.jwt_secret.get_secret_value():
-        print(_NO_SECRET.format(command="token"), file=sys.stderr)
+    secret = _signing_secret("token", args)
+    if secret is None:
         return common.EXIT_CONFIG
     try:
-        token = mint(config.auth.jwt_secret.get_secret_value(), sub=args.sub,
-                     channels=args.channels, ttl=args.ttl)
+        token = mint(secret, sub=args.sub, channels=args.channels, ttl=args.ttl)
     except ValueError as exc:
         print(f"callbridge token: {exc}", file=sys.stderr)
         return common.EXIT_CONFIG
@@ -94,17 +102,12 @@ def run_api_token(args: argparse.Namespace) -> int:
         print(f"callbridge api-token: unknown scope(s) {', '.join(unknown)}: scopes are "
               f"{', '.join(sorted(SCOPES))}", file=sys.stderr)
         return common.EXIT_CONFIG
-    if not args.ttl > 0:
-        print(f"callbridge api-token: --ttl must be a positive number of seconds, not "
-              f"{args.ttl:g}", file=sys.stderr)
-        return common.EXIT_CONFIG
-    config = common.load(args.config)
-    if not config.auth.jwt_secret.get_secret_value():
-        print(_NO_SECRET.format(command="api-token"), file=sys.stderr)
+    secret = _signing_secret("api-token", args)
+    if secret is None:
         return common.EXIT_CONFIG
     try:
-        token = mint_api(config.auth.jwt_secret.get_secret_value(), sub=args.sub,
-                         scopes=args.scopes, tenants=args.tenants, ttl=args.ttl)
+        token = mint_api(secret, sub=args.sub, scopes=args.scopes, tenants=args.tenants,
+                         ttl=args.ttl)
     except ValueError as exc:
         print(f"callbridge api-token: {exc}", file=sys.stderr)
         return common.EXIT_CONFIG
