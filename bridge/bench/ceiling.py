@@ -26,9 +26,9 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Frame, Opcode
 
 from bridge.bench import feeds
+from bridge.downstream.link import text_frame
 from bridge.http.serving import AppServer
 
 #: callbridge's default ``client_queue_bytes`` plus asyncio's default write high-water mark.
@@ -49,7 +49,7 @@ class Fanout:
         """Write every payload, framed once, to every open transport."""
         transports = self.transports
         for payload in payloads:
-            data = frame(payload)
+            data = text_frame(payload)
             for t in transports:
                 t.write(data)
         slow = [t for t in transports if t.get_write_buffer_size() > self.max_unsent]
@@ -57,11 +57,6 @@ class Fanout:
             self.transports.discard(t)
             self.dropped += 1
             t.abort()
-
-
-def frame(payload: bytes) -> bytes:
-    """A server's unmasked text frame of ``payload`` (already UTF-8), as websockets writes it."""
-    return Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
 class FanoutProtocol(WebSocketsSansIOProtocol):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -172,14 +171,6 @@ async def oapi() -> AsyncIterator[AppServer]:
                                       traffic=False))
     async with AppServer(sim.build_app()) as server:
         yield server
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A port bound on 127.0.0.1 but not listening: every connection to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 async def _check(config: str, *args: str) -> Any:

@@ -24,13 +24,6 @@ APP_ID = "startup-app"
 APP_SECRET = "startup-app-secret-0123456789"
 
 
-def _closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_busy_port_stops_the_demo_in_one_line_before_anything_starts() -> None:
     with socket.create_server(("127.0.0.1", 0)) as held:
         port = held.getsockname()[1]
@@ -61,9 +54,8 @@ def test_a_busy_port_stops_serve_naming_the_key(tmp_path) -> None:
 REDIS_PASSWORD = "redis-pw-never-shown-4711"
 
 
-def _unreachable_redis(tmp_path: Path) -> tuple[str, int]:
+def _unreachable_redis(tmp_path: Path, port: int) -> tuple[str, int]:
     """A configuration whose broker is a closed local port, with a password in its URL."""
-    port = _closed_port()
     config = tmp_path / "callbridge.toml"
     config.write_text(tomli_w.dumps({
         "broker": {"url": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"},
@@ -71,8 +63,9 @@ def _unreachable_redis(tmp_path: Path) -> tuple[str, int]:
     return str(config), port
 
 
-def test_unreachable_redis_is_one_line_with_host_and_port_and_no_password(tmp_path) -> None:
-    config, port = _unreachable_redis(tmp_path)
+def test_unreachable_redis_is_one_line_with_host_and_port_and_no_password(
+        tmp_path, closed_port) -> None:
+    config, port = _unreachable_redis(tmp_path, closed_port)
     password = REDIS_PASSWORD
     result = callbridge("serve", "--config", config, timeout=60 * SCALE)
     assert result.returncode == 4, result.stderr
@@ -83,8 +76,8 @@ def test_unreachable_redis_is_one_line_with_host_and_port_and_no_password(tmp_pa
     assert JWT_SECRET not in result.stderr + result.stdout
 
 
-def test_debug_shows_the_traceback_and_still_masks_the_password(tmp_path) -> None:
-    config, port = _unreachable_redis(tmp_path)
+def test_debug_shows_the_traceback_and_still_masks_the_password(tmp_path, closed_port) -> None:
+    config, port = _unreachable_redis(tmp_path, closed_port)
     password = REDIS_PASSWORD
     result = callbridge("serve", "--config", config, "--debug", timeout=60 * SCALE)
     assert result.returncode == 4, result.stderr

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,14 +23,6 @@ async def oapi() -> AsyncIterator[AppServer]:
     sim = Simulator(SimulatorSettings(apps={APP: SECRET}, accounts=["acct-1"], traffic=False))
     async with AppServer(sim.build_app()) as server:
         yield server
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A port bound on 127.0.0.1 but not listening: every connection to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 def _config(**sections: Any) -> Config:

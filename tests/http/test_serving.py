@@ -7,20 +7,9 @@ import socket
 from typing import Any
 
 from bridge.bench import lean
+from bridge.bench.ceiling import app as accept_every_websocket
 from bridge.http.frames import DirectFrames
 from bridge.http.serving import AppServer
-
-
-async def _accept_all(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
-    await receive()
-    await send({"type": "websocket.accept"})
-    await receive()
 
 
 async def test_accepted_connections_send_small_frames_at_once() -> None:
@@ -33,7 +22,7 @@ async def test_accepted_connections_send_small_frames_at_once() -> None:
             sock = transport.get_extra_info("socket")
             options.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
-    async with AppServer(_accept_all, ws=Recording) as server:
+    async with AppServer(accept_every_websocket, ws=Recording) as server:
         client = await lean.connect(server.ws_url)
         try:
             async with asyncio.timeout(5):
