@@ -2,10 +2,11 @@
 
 Run as ``python -m bridge.bench.ceiling --redis URL --channel NAME [--feed resp|redis-py]``.
 It serves websockets the way ``callbridge serve`` does: uvicorn on a plain asyncio loop, through
-:class:`bridge.http.serving.AppServer`, with uvicorn's websockets sans-I/O protocol (no
-compression, the same ping interval). It subscribes to the Redis pub/sub channel(s) where
-callbridge's Redis broker publishes envelopes and sends each message, unchanged, as a text frame
-to every connected client: no auth, no channels, no history.
+:class:`bridge.http.serving.AppServer`, with callbridge's websocket protocol (uvicorn's
+websockets sans-I/O one with callbridge's keepalive; no compression, the same ping interval).
+It subscribes to the Redis pub/sub channel(s) where callbridge's Redis broker publishes
+envelopes and sends each message, unchanged, as a text frame to every connected client: no
+auth, no channels, no history.
 
 What makes it the floor of the per-delivery cost: each message's frame is encoded once
 (header and payload, never per client) and the same bytes are written to every client's
@@ -25,10 +26,10 @@ import signal
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from bridge.bench import feeds
 from bridge.downstream.link import text_frame
+from bridge.http.frames import DirectFrames
 from bridge.http.serving import AppServer
 
 #: callbridge's default ``client_queue_bytes`` plus asyncio's default write high-water mark.
@@ -59,8 +60,9 @@ class Fanout:
             t.abort()
 
 
-class FanoutProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets protocol, registering its transport once the handshake is done."""
+class FanoutProtocol(DirectFrames):
+    """callbridge's websockets protocol (uvicorn's, with its keepalive wheel), registering its
+    transport once the handshake is done."""
 
     fanout: Fanout  # set on the subclass made by :func:`protocol_for`
 

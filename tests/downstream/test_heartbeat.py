@@ -23,9 +23,9 @@ def drain(link: ClientLink) -> list[dict]:
 
 
 async def test_every_link_beats_once_per_interval_in_its_own_slot() -> None:
-    beats = Heartbeats(0.5, rng=random.Random(7))  # one slot: every link beats together
+    beats = Heartbeats(0.5, tick=0.5, rng=random.Random(7))  # one slot: all beat together
     assert beats._tick == 0.5
-    spread = Heartbeats(4.0, rng=random.Random(7))
+    spread = Heartbeats(4.0, tick=1.0, rng=random.Random(7))
     links = [ClientLink(4096) for _ in range(40)]
     for link in links:
         spread.add(link)
@@ -49,7 +49,7 @@ async def test_every_link_beats_once_per_interval_in_its_own_slot() -> None:
 
 
 async def test_a_slot_is_served_once_per_interval_and_closed_links_get_nothing() -> None:
-    beats = Heartbeats(2.0, rng=random.Random(1))  # two slots, 1 s apart
+    beats = Heartbeats(2.0, tick=1.0, rng=random.Random(1))  # two slots, 1 s apart
     live, closed = ClientLink(4096), ClientLink(4096)
     closed.close(4008)
     beats.add(live)
@@ -80,3 +80,17 @@ async def test_a_silent_client_stays_connected_by_default(bridge) -> None:
             while len(types) < 8:
                 types.append(orjson.loads(await ws.recv())["type"])
         assert set(types) == {"heartbeat"}
+
+
+async def test_ten_thousand_links_are_spread_thin() -> None:
+    # Each tick is one callback on the event loop: at the default interval a tick serves a
+    # few dozen links, not hundreds, so no event waits behind a burst of heartbeats.
+    beats = Heartbeats(25.0, rng=random.Random(3))
+    assert len(beats._slots) == 500 and beats._tick == pytest.approx(0.05)
+    links = [ClientLink(4096) for _ in range(10_000)]
+    for link in links:
+        beats.add(link)
+    assert max(len(slot) for slot in beats._slots) < 50
+    for link in links:
+        beats.discard(link)
+    assert beats._timer is None
