@@ -28,6 +28,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
+from collections.abc import AsyncIterator
 from typing import Any, Callable, Sequence
 
 from bridge.calls.change import Change, Record
@@ -157,6 +158,18 @@ class Broker(ABC):
         """The channel's state and position, read in one atomic step (the epoch is created if
         the channel has none, as :meth:`position` does). Raises :class:`BrokerError` when the
         broker cannot answer."""
+
+    async def state_parts(self, channel: str, size: int, prefix: str = ""
+                          ) -> AsyncIterator[dict[str, Record]]:
+        """The channel's state records whose key starts with ``prefix`` (``leg:``: the legs),
+        ``size`` at a time, for a reader that looks at every record and keeps few (the
+        closer's sweep): a part is decoded only when the one before it has been taken, so
+        thousands of records are never all alive at once. Raises :class:`BrokerError` as
+        :meth:`snapshot` does. Default: parts of a :meth:`snapshot`."""
+        items = [(key, record) for key, record in (await self.snapshot(channel)).records.items()
+                 if key.startswith(prefix)]
+        for start in range(0, len(items), size):
+            yield dict(items[start:start + size])
 
     @abstractmethod
     async def subscribe(self, channel: str) -> None:

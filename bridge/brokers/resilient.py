@@ -28,11 +28,11 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from bridge.brokers.base import Broker, BrokerError, Replay, Snapshot
-from bridge.calls.change import Change
+from bridge.calls.change import Change, Record
 from bridge.common.logs import Every
 from bridge.common.recent import RecentIds
 from bridge.events.event import frame_epoch, frame_event_id
@@ -225,9 +225,18 @@ class ResilientBroker(Broker):
     async def snapshot(self, channel: str) -> Snapshot:
         # Not while events wait in the buffer: the state would not have them yet, and the
         # client would miss them (they come as live frames from before the snapshot's offset).
+        self._check_state()
+        return await self.inner.snapshot(channel)
+
+    async def state_parts(self, channel: str, size: int, prefix: str = ""
+                          ) -> AsyncIterator[dict[str, Record]]:
+        self._check_state()
+        async for part in self.inner.state_parts(channel, size, prefix):
+            yield part
+
+    def _check_state(self) -> None:
         if self._buffer:
             raise BrokerError("events are waiting to be published; the state is behind")
-        return await self.inner.snapshot(channel)
 
     async def position(self, channel: str) -> tuple[str, str]:
         return await self.inner.position(channel)

@@ -31,6 +31,8 @@ log = logging.getLogger("bridge.core.closer")
 
 #: Seconds a state read may take before it counts as a broker failure.
 READ_TIMEOUT = 5.0
+#: Legs looked at by a sweep between two yields to the event loop (about a millisecond).
+SWEEP_CHUNK = 100
 
 
 class Closer:
@@ -96,11 +98,11 @@ class Closer:
         self.counts["sweeps"] += 1
         closed = 0
         for tenant in sorted(set(self._tenants())):
-            records = await self._read(tenant)
-            if records is None:
-                continue
             now = time.time()
-            for leg in closing.aged(records, now, self.max_call_age):
+            legs = await self._aged(tenant, now)
+            if legs is None:
+                continue
+            for leg in legs:
                 event = closing.closing_event(tenant, leg, closing.MAX_AGE, now)
                 if not self._submit(event):
                     return closed  # the pipeline is full: the next sweep finds them again
@@ -109,6 +111,25 @@ class Closer:
                 log.info("closing leg %s of %s: older than %gs", leg["call_id"], tenant,
                          self.max_call_age)
         return closed
+
+    async def _aged(self, tenant: str, now: float) -> list[Record] | None:
+        """:func:`closing.aged` over ``tenant``'s state, read :data:`SWEEP_CHUNK` records at a
+        time with the event loop running between; None when it cannot be read.
+
+        A call centre's state holds thousands of legs: decoding them all and reading their
+        times in one step held every event behind it, and the records, all alive at once,
+        set off the garbage collector (12,000 legs: about 30 ms, then 90 ms)."""
+        found: list[Record] = []
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                async for part in self._broker.state_parts(
+                        channels.tenant_calls(tenant), SWEEP_CHUNK, prefix="leg:"):
+                    found += closing.aged(part, now, self.max_call_age)
+                    await asyncio.sleep(0)
+        except (BrokerError, TimeoutError) as exc:
+            self._read_failed(tenant, exc)
+            return None
+        return closing.oldest_first(found)
 
     async def _reconcile(self, completed: Event) -> bool:
         """Close the legs of ``completed``'s call; False when the state could not be read
@@ -131,7 +152,10 @@ class Closer:
             async with asyncio.timeout(READ_TIMEOUT):
                 snapshot = await self._broker.snapshot(channels.tenant_calls(tenant))
         except (BrokerError, TimeoutError) as exc:
-            self.counts["read_errors"] += 1
-            log.warning("live state of %s not read: %s", tenant, exc or "timeout")
+            self._read_failed(tenant, exc)
             return None
         return snapshot.records
+
+    def _read_failed(self, tenant: str, exc: Exception) -> None:
+        self.counts["read_errors"] += 1
+        log.warning("live state of %s not read: %s", tenant, exc or "timeout")

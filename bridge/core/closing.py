@@ -66,13 +66,21 @@ def closing_event(tenant: str, leg: Record, reason: str, now: float,
 
 def aged(records: Mapping[str, Record], now: float, max_age: float) -> list[Record]:
     """The legs first known more than ``max_age`` seconds before ``now`` (their
-    ``started_at``, else the earliest time the state has of them), oldest first."""
+    ``started_at``, else the earliest time the state has of them), oldest first.
+
+    The legs of any part of ``records`` may be looked for separately and put together with
+    :func:`oldest_first`: the result is the same."""
     found = []
     for leg in _legs(records).values():
         first = first_seen(leg)
         if first is not None and now - first > max_age:
-            found.append((first, leg["call_id"], leg))
-    return [leg for *_, leg in sorted(found, key=lambda item: (item[0], item[1]))]
+            found.append(leg)
+    return oldest_first(found)
+
+
+def oldest_first(legs: list[Record]) -> list[Record]:
+    """``legs`` (each with a time: :func:`first_seen`) ordered by that time, then call id."""
+    return sorted(legs, key=lambda leg: (first_seen(leg) or 0.0, leg["call_id"]))
 
 
 def reconciled(records: Mapping[str, Record], completed: Event) -> list[Record]:

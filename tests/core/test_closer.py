@@ -18,7 +18,7 @@ from bridge.brokers.memory import MemoryBroker
 from bridge.calls.change import apply
 from bridge.calls.legs import change_for
 from bridge.core import closing
-from bridge.core.closer import Closer
+from bridge.core.closer import SWEEP_CHUNK, Closer
 from bridge.core.pipeline import Pipeline
 from bridge.events.event import Durations, Event, EventType, Party
 
@@ -227,3 +227,36 @@ async def test_a_sweep_stops_when_the_pipeline_is_full() -> None:
                     sweep_interval=60)
     assert await closer.sweep() == 1
     assert [e.call_id for e in taken] == ["old-0", "old-1"]
+
+
+async def test_a_sweep_over_many_chunks_lets_events_through_and_closes_oldest_first() -> None:
+    # A state larger than one chunk is looked at in parts, the event loop running between
+    # them; what is closed, and its order, is as if it were looked at in one step.
+    broker = MemoryBroker()
+    await broker.start()
+    now = time.time()
+    count = 3 * SWEEP_CHUNK + 7
+    pipeline = Pipeline(broker, queue_size=2 * count)
+    async with running(pipeline.run()):
+        for n in range(count):
+            pipeline.submit(created(f"leg-{n:05d}", now - 100 - (n * 7919) % count))
+        pipeline.submit(created("fresh", now))
+        assert await pipeline.drain(30)
+    taken: list[Event] = []
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    closer = Closer(broker, lambda event: taken.append(event) is None, lambda: ["acme"],
+                    max_call_age=50, sweep_interval=60)
+    async with running(ticker()):
+        assert await closer.sweep() == count
+    records = (await broker.snapshot("calls:acme")).records
+    assert [e.call_id for e in taken] == [
+        leg["call_id"] for leg in closing.aged(records, time.time(), 50)]
+    assert "fresh" not in {e.call_id for e in taken}
+    assert ticks >= 3  # the loop ran between the chunks

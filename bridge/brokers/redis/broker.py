@@ -31,7 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bridge.brokers.base import Broker, BrokerError, Replay, Snapshot
+from bridge.brokers.base import Broker, BrokerError, Replay
 from bridge.brokers.continuity import Continuity
 from bridge.brokers.redis import state, wire
 from bridge.brokers.redis.pubsub import Subscriptions
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 
-class RedisBroker(Broker):
+class RedisBroker(state.SnapshotReads, Broker):
     def __init__(
         self,
         url: str,
@@ -241,14 +241,13 @@ class RedisBroker(Broker):
             raise self._error("position", exc) from None
         return wire.parse_position(reply)
 
-    async def snapshot(self, channel: str) -> Snapshot:
+    async def _snapshot_reply(self, channel: str) -> Any:
         keys, args = wire.snapshot_keys(self._prefix, channel), [wire.new_epoch()]
         try:
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
-                reply = await self._snapshot_script(keys=keys, args=args)
+                return await self._snapshot_script(keys=keys, args=args)
         except IO_ERRORS as exc:
             raise self._error("snapshot", exc) from None
-        return state.parse_snapshot(reply)
 
     async def ping(self) -> None:
         try:

@@ -38,7 +38,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
-from bridge.brokers.base import Broker, BrokerError, Replay, Snapshot
+from bridge.brokers.base import Broker, BrokerError, Replay
 from bridge.brokers.continuity import Continuity
 from bridge.brokers.redis import state, wire
 from bridge.brokers.redis.pubsub import Subscriptions
@@ -52,7 +52,7 @@ from bridge.redisconn.url import parse_cluster_url
 log = logging.getLogger("bridge.brokers.redis.cluster")
 
 
-class RedisClusterBroker(Broker):
+class RedisClusterBroker(state.SnapshotReads, Broker):
     def __init__(self, url: str, *, prefix: str = "callbridge:", history_length: int = 1000,
                  dedup_window: float = 600.0, connect_timeout: float = 5.0,
                  socket_timeout: float = 5.0, sharded: bool | None = None,
@@ -217,10 +217,9 @@ class RedisClusterBroker(Broker):
         reply = await self._read(self._position_script(keys=keys, args=[wire.new_epoch()]))
         return wire.parse_position(reply)
 
-    async def snapshot(self, channel: str) -> Snapshot:
+    async def _snapshot_reply(self, channel: str) -> Any:
         keys = wire.snapshot_keys(self._prefix, channel)
-        reply = await self._read(self._snapshot_script(keys=keys, args=[wire.new_epoch()]))
-        return state.parse_snapshot(reply)
+        return await self._read(self._snapshot_script(keys=keys, args=[wire.new_epoch()]))
 
     async def ping(self) -> None:
         try:
