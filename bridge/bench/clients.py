@@ -16,6 +16,7 @@ receives one records ``receive time - injection time`` (same machine clock).
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
@@ -179,6 +180,11 @@ async def _worker(plan: Plan, pipe: Connection) -> None:
              for subs, done in zip(plan.subscriptions, handshakes)]
     async with asyncio.timeout(plan.deadline):
         await asyncio.wait([asyncio.create_task(e.wait()) for e in handshakes])
+        # Thousands of connections are now long-lived objects: out of the collector's sight,
+        # a full collection (a tenth of a second at 5,000 connections) no longer stalls every
+        # client of this worker mid-measurement.
+        gc.collect()
+        gc.freeze()
         pipe.send((stats.opened, stats.failed, stats.errors))
         commands: asyncio.Queue[str] = asyncio.Queue(maxsize=8)
         loop = asyncio.get_running_loop()

@@ -7,6 +7,11 @@ taken from the server. websockets' asyncio client hands every frame through a bu
 called, every frame of a received chunk is handed to a callback inside ``data_received``.
 Before that (the protocol's opening: auth, subscribe), :meth:`recv` and :meth:`send` work as
 in websockets, one message at a time. Pings are answered by the protocol itself.
+
+While streaming, complete unfragmented data frames are cut out of the received bytes here
+(a server's frames are unmasked: a two-to-ten-byte header, then the payload) and only the
+other frames (pings, close, fragments) go through the protocol, whole, so it stays in step:
+websockets' parser costs more per frame than the server's send of it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ class LeanConnection(asyncio.Protocol):
         self._inbox: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._on_frame: OnFrame | None = None
+        #: Streaming: frames are cut out here (:meth:`_cut`); bytes of an incomplete one.
+        self._cutting = False
+        self._rest = b""
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -46,7 +54,49 @@ class LeanConnection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        if self._cutting:
+            self._cut(data)
+            return
         self._proto.receive_data(data)
+        self._events()
+        if self._on_frame is not None and not self._proto.reader.buffer:
+            self._cutting = True  # at a frame boundary: the protocol holds nothing partial
+
+    def _cut(self, data: bytes) -> None:
+        """Hand each complete data frame of ``data`` (after the bytes kept from before) to
+        the callback; give every other complete frame to the protocol; keep the rest."""
+        buf = self._rest + data if self._rest else data
+        end, at = len(buf), 0
+        on_frame = self._on_frame
+        assert on_frame is not None
+        while end - at >= 2:
+            first, length = buf[at], buf[at + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if end - at < 4:
+                    break
+                length, head = int.from_bytes(buf[at + 2:at + 4], "big"), 4
+            elif length == 127:
+                if end - at < 10:
+                    break
+                length, head = int.from_bytes(buf[at + 2:at + 10], "big"), 10
+            if buf[at + 1] & 0x80 or end - at < head + length:
+                break  # a masked frame (not a server's): the protocol will refuse it
+            if first == 0x81 or first == 0x82:  # FIN, text or binary
+                on_frame(buf[at + head:at + head + length])
+            else:
+                self._proto.receive_data(buf[at:at + head + length])
+                self._events()
+            at += head + length
+        rest = buf[at:]
+        if rest and buf[at + 1:at + 2] and buf[at + 1] & 0x80:
+            self._cutting, self._rest = False, b""
+            self._proto.receive_data(rest)
+            self._events()
+            return
+        self._rest = rest
+
+    def _events(self) -> None:
         on_frame = self._on_frame
         for event in self._proto.events_received():
             if isinstance(event, Frame):
@@ -94,6 +144,7 @@ class LeanConnection(asyncio.Protocol):
         while self._inbox:
             on_frame(self._inbox.popleft())
         self._on_frame = on_frame
+        self._cutting = not self._proto.reader.buffer
 
     def close(self) -> None:
         if self._proto.state is State.OPEN:
