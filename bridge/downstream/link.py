@@ -34,7 +34,7 @@ class ClientLink:
     """
 
     __slots__ = ("max_bytes", "queued_bytes", "close_code", "direct", "_frames", "_writer",
-                 "_room", "_finished", "_done", "_on_slow", "_large")
+                 "_room", "_finished", "_done", "_on_slow", "_large", "_idle")
 
     def __init__(self, max_bytes: int, on_slow: Callable[[], None] | None = None) -> None:
         self.max_bytes = max_bytes
@@ -53,6 +53,9 @@ class ClientLink:
         self._finished = False
         self._done: asyncio.Future[None] | None = None  # waiters for finished()
         self._large: str | None = None  # the frame of put_large() until it is sent
+        #: Open, nothing queued, the writer waiting, and :attr:`direct` set: a frame may be
+        #: written straight away (kept by the writer, :meth:`put` and :meth:`close`).
+        self._idle = False
 
     def put(self, frame: str, size: int | None = None, wire: bytes | None = None) -> bool:
         """Queue ``frame`` (``size`` its UTF-8 length when known). Never blocks.
@@ -65,11 +68,10 @@ class ClientLink:
         Returns False, and closes the link with 4008, when the frame would overflow the buffer.
         Frames put after :meth:`close` are dropped (and True is returned: nothing to report).
         """
-        if self.close_code is not None:
+        if self._idle and wire is not None and (direct := self.direct) is not None \
+                and direct(wire):
             return True
-        if (wire is not None and self._frames is None and self.direct is not None
-                and (writer := self._writer) is not None and not writer.done()
-                and self.direct(wire)):
+        if self.close_code is not None:
             return True
         if size is None:
             size = len(frame.encode())
@@ -80,6 +82,7 @@ class ClientLink:
             self._frames = deque()
         self._frames.append((frame, size))
         self.queued_bytes += size
+        self._idle = False
         _wake(self._writer)
         return True
 
@@ -98,12 +101,14 @@ class ClientLink:
             self._frames = deque()
         self._frames.append((frame, 0))
         self._large = frame
+        self._idle = False
         _wake(self._writer)
 
     def close(self, code: int) -> None:
         """Ask the writer to stop; the first code wins. Pending frames are dropped."""
         if self.close_code is None:
             self.close_code = code
+            self._idle = False
             if code == SLOW_CONSUMER and self._on_slow is not None:
                 self._on_slow()
             self._frames = None
@@ -162,9 +167,11 @@ class ClientLink:
             self._frames = frames = None  # drained: an idle link keeps no buffer
             # Woken by put() or close(); the owner cancels this task when the connection ends.
             self._writer = loop.create_future()
+            self._idle = self.direct is not None
             try:
                 await self._writer
             finally:
+                self._idle = False
                 self._writer = None
 
     def finished(self) -> None:
