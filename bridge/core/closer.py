@@ -31,6 +31,9 @@ log = logging.getLogger("bridge.core.closer")
 
 #: Seconds a state read may take before it counts as a broker failure.
 READ_TIMEOUT = 5.0
+#: ``call.completed`` records of one tenant reconciled against one read of its state: each
+#: read costs the whole state, so records that come in bursts (ePacific's CDRs) share one.
+RECONCILE_BATCH = 200
 #: Legs looked at by a sweep between two yields to the event loop (about a millisecond).
 SWEEP_CHUNK = 100
 
@@ -75,8 +78,11 @@ class Closer:
         next_sweep = time.monotonic() + self.sweep_interval
         while True:
             if self._completed:
-                if await self._reconcile(self._completed[0]):
-                    self._completed.popleft()
+                tenant = self._completed[0].tenant
+                batch = [e for e in self._completed if e.tenant == tenant][:RECONCILE_BATCH]
+                if await self._reconcile(tenant, batch):
+                    done = {id(e) for e in batch}
+                    self._completed = deque(e for e in self._completed if id(e) not in done)
                 else:
                     await asyncio.sleep(self._retry_delay)
                 continue
@@ -131,20 +137,26 @@ class Closer:
             return None
         return closing.oldest_first(found)
 
-    async def _reconcile(self, completed: Event) -> bool:
-        """Close the legs of ``completed``'s call; False when the state could not be read
-        (try again later)."""
-        records = await self._read(completed.tenant)
+    async def _reconcile(self, tenant: str, batch: list[Event]) -> bool:
+        """Close the legs of the calls of ``batch`` (``tenant``'s ``call.completed`` records),
+        the state read once for all of them; False when it could not be read (try again
+        later)."""
+        records = await self._read(tenant)
         if records is None:
             return False
         now = time.time()
-        for leg in closing.reconciled(records, completed):
-            event = closing.closing_event(completed.tenant, leg, closing.RECONCILED, now,
-                                          {"completed_id": completed.id})
-            if self._submit(event):
-                self.counts["reconciled"] += 1
-                log.info("closing leg %s of %s: completed record %s", leg["call_id"],
-                         completed.tenant, completed.id)
+        closed: set[str] = set()
+        for completed, legs in zip(batch, closing.reconciled_all(records, batch)):
+            for leg in legs:
+                if leg["call_id"] in closed:
+                    continue  # another record of the batch closed it already
+                closed.add(leg["call_id"])
+                event = closing.closing_event(tenant, leg, closing.RECONCILED, now,
+                                              {"completed_id": completed.id})
+                if self._submit(event):
+                    self.counts["reconciled"] += 1
+                    log.info("closing leg %s of %s: completed record %s", leg["call_id"],
+                             tenant, completed.id)
         return True
 
     async def _read(self, tenant: str) -> dict[str, Record] | None:

@@ -93,15 +93,24 @@ def reconciled(records: Mapping[str, Record], completed: Event) -> list[Record]:
     record's caller and callee are among the call's parties (numbers compared by their last
     nine digits), and the call started within the record's span (:data:`SLACK` either side).
     """
+    return reconciled_all(records, [completed])[0]
+
+
+def reconciled_all(records: Mapping[str, Record], completed: list[Event]) -> list[list[Record]]:
+    """:func:`reconciled` for each record of ``completed``, the state's calls worked out once."""
     legs = _legs(records)
-    ids = {i for i in (completed.call_id, completed.bridge_id, completed.other_leg_id) if i}
-    span = _span(completed)
-    out: list[Record] = []
-    for call in view.calls(records):
-        members = [legs[leg["call_id"]] for leg in call["legs"] if leg["call_id"] in legs]
-        if any(ids & _ids(leg) for leg in members) or \
-                (span is not None and _same_parties(members, completed, span)):
-            out.extend(members)
+    calls = [[legs[leg["call_id"]] for leg in call["legs"] if leg["call_id"] in legs]
+             for call in view.calls(records)]
+    out: list[list[Record]] = []
+    for record in completed:
+        ids = {i for i in (record.call_id, record.bridge_id, record.other_leg_id) if i}
+        span = _span(record)
+        found: list[Record] = []
+        for members in calls:
+            if any(ids & _ids(leg) for leg in members) or \
+                    (span is not None and _same_parties(members, record, span)):
+                found.extend(members)
+        out.append(found)
     return out
 
 

@@ -260,3 +260,38 @@ async def test_a_sweep_over_many_chunks_lets_events_through_and_closes_oldest_fi
         leg["call_id"] for leg in closing.aged(records, time.time(), 50)]
     assert "fresh" not in {e.call_id for e in taken}
     assert ticks >= 3  # the loop ran between the chunks
+
+
+class CountingBroker(MemoryBroker):
+    reads = 0
+
+    async def snapshot(self, channel: str) -> Snapshot:
+        self.reads += 1
+        return await super().snapshot(channel)
+
+
+async def test_a_burst_of_completed_records_shares_one_read_of_the_state() -> None:
+    # Each read costs the whole tenant state: records queued together are reconciled
+    # against one read, and a leg named by two of them is closed once.
+    broker = CountingBroker()
+    await broker.start()
+    pipeline = Pipeline(broker)
+    start = time.time() - 30
+    async with running(pipeline.run()):
+        for n in range(50):
+            pipeline.submit(created(f"leg-{n}", start, extension=f"{1000 + n}"))
+        assert await pipeline.drain(5)
+    closer = Closer(broker, pipeline.submit, lambda: ["acme"], max_call_age=0,
+                    sweep_interval=60)
+    for n in range(50):
+        closer.completed(completed(call_id=f"leg-{n}", occurred_at=closing.iso(time.time())))
+    closer.completed(completed(call_id="leg-0", occurred_at=closing.iso(time.time())))
+    broker.reads = 0
+    async with running(pipeline.run(), closer.run()):
+        async with asyncio.timeout(10):
+            while closer._completed:
+                await asyncio.sleep(0.01)
+        assert await pipeline.drain(5)
+    assert broker.reads == 1
+    assert closer.counts["reconciled"] == 50
+    assert (await broker.snapshot("calls:acme")).records == {}
