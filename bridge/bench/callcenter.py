@@ -76,7 +76,7 @@ async def _run(p: dict[str, Any], opts: common.Options, prefix: str) -> dict[str
         rss_before = proc.rss_bytes(t.pid, tree=True)
         workers, ready = await asyncio.to_thread(
             start_workers, Plan("callbridge", t.client_url, subs, token=token), opts.workers,
-            timeout=CONNECT_TIMEOUT)
+            timeout=CONNECT_TIMEOUT, nice=opts.client_nice)
         try:
             await asyncio.sleep(SETTLE)
             rss_after = proc.rss_bytes(t.pid, tree=True)

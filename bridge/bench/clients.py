@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -138,8 +139,10 @@ class Workers:
             p.close()
 
 
-def start_workers(plan: Plan, workers: int, *, timeout: float = 120) -> tuple[Workers, Stats]:
-    """Split ``plan.subscriptions`` over ``workers`` processes; wait until all are connected."""
+def start_workers(plan: Plan, workers: int, *, timeout: float = 120,
+                  nice: int = 0) -> tuple[Workers, Stats]:
+    """Split ``plan.subscriptions`` over ``workers`` processes, each at niceness ``nice``;
+    wait until all are connected."""
     ctx = mp.get_context("spawn")
     procs: list[mp.process.BaseProcess] = []
     pipes: list[Connection] = []
@@ -147,7 +150,7 @@ def start_workers(plan: Plan, workers: int, *, timeout: float = 120) -> tuple[Wo
     for i in range(n):
         part = Plan(**{**plan.__dict__, "subscriptions": plan.subscriptions[i::n]})
         ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(part, theirs), daemon=True,
+        proc = ctx.Process(target=_worker_main, args=(part, theirs, nice), daemon=True,
                            name=f"bench-client-{i}")
         proc.start()
         theirs.close()
@@ -166,7 +169,9 @@ def start_workers(plan: Plan, workers: int, *, timeout: float = 120) -> tuple[Wo
     return group, ready
 
 
-def _worker_main(plan: Plan, pipe: Connection) -> None:
+def _worker_main(plan: Plan, pipe: Connection, nice: int = 0) -> None:
+    if nice:
+        os.nice(nice)
     raise_nofile()
     asyncio.run(_worker(plan, pipe))
 

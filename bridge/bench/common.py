@@ -24,6 +24,9 @@ class Options:
     #: ``callbridge serve --workers``: processes of the callbridge target (1: the option is
     #: not passed). Its CPU and memory are summed over the process tree.
     server_workers: int = 1
+    #: Niceness of the client worker processes (``--client-nice``): they stand in for remote
+    #: clients, so when they and the system under test both want a core, it goes first.
+    client_nice: int = 10
 
 
 class CpuMeter:

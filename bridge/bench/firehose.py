@@ -44,7 +44,7 @@ def run_once(target: str, p: dict[str, Any], opts: common.Options) -> dict[str, 
                     server_workers=opts.server_workers) as t:
             token = mint(secret, sub="bench", channels=[CHANNEL], ttl=3600)
             plan = Plan(target, t.client_url, [[CHANNEL]] * p["clients"], token=token)
-            workers, ready = start_workers(plan, opts.workers)
+            workers, ready = start_workers(plan, opts.workers, nice=opts.client_nice)
             try:
                 meter = common.CpuMeter(t.pid, workers.pids)
                 meter.start()

@@ -35,7 +35,7 @@ def run_once(target: str, p: dict[str, Any], opts: common.Options) -> dict[str, 
         time.sleep(0.5)  # let start-up allocations settle
         before = proc.rss_bytes(t.pid, tree=True)
         workers, ready = start_workers(Plan(target, t.client_url, subs, token=token),
-                                       opts.workers, timeout=300)
+                                       opts.workers, timeout=300, nice=opts.client_nice)
         try:
             time.sleep(0.5)
             after = proc.rss_bytes(t.pid, tree=True)

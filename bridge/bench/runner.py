@@ -57,6 +57,11 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--server-workers", type=int, default=1, metavar="N",
                        help="callbridge target: run it as callbridge serve --workers N (its "
                             "CPU and memory summed over its processes); default: %(default)s")
+    bench.add_argument("--client-nice", type=int, default=10, metavar="N",
+                       help="niceness of the client worker processes, 0 to 19: they stand in "
+                            "for remote clients but share this machine, so when both want a "
+                            "core the system under test goes first (0: same priority); "
+                            "default: %(default)s")
     bench.add_argument("--pool", type=int, help="consumers: worker processes of the group (4)")
     bench.add_argument("--clients", type=int, help="connections (scenario default otherwise)")
     bench.add_argument("--events", type=int,
@@ -112,6 +117,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         raise SystemExit("callbridge bench: --runs must be at least 1")
     if args.server_workers < 1:
         raise SystemExit("callbridge bench: --server-workers must be at least 1")
+    if not 0 <= args.client_nice <= 19:
+        raise SystemExit("callbridge bench: --client-nice must be 0 to 19")
     if args.profile is not None and args.scenario != "callcenter":
         raise SystemExit(f"callbridge bench: --profile {args.profile} is for callcenter "
                          "(large) and chaos (long, short)")
@@ -121,7 +128,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     # The servers under test and the client workers inherit it: thousands of sockets each.
     proc.raise_nofile()
     opts = common.Options(redis_url=args.redis, workers=args.workers, smoke=args.smoke,
-                          server_workers=args.server_workers)
+                          server_workers=args.server_workers, client_nice=args.client_nice)
     per_target: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
     for r in range(args.runs):
         for t in targets:

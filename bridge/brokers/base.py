@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from collections.abc import AsyncIterator
 from typing import Any, Callable, Sequence
 
 from bridge.calls.change import Change, Record
