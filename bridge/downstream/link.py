@@ -12,16 +12,30 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 from websockets.frames import Frame, Opcode
 
 SLOW_CONSUMER = 4008  # same value as bridge.downstream.protocol.SLOW_CONSUMER
 #: The ASGI scope extension under which the server offers direct frame writes
-#: (:class:`bridge.http.frames.DirectFrames`): a function taking one complete frame.
+#: (:class:`bridge.http.frames.DirectFrames`): a function :data:`Bind`, given
+#: :meth:`ClientLink.offer`.
 DIRECT_FRAMES = "callbridge.frames"
 
-DirectWrite = Callable[[bytes], bool]
+
+class Sink(Protocol):
+    """Where complete websocket frames can be written straight away: the connection's
+    transport, offered while nothing but the link writes to it."""
+
+    def is_closing(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
+#: Takes a function the connection calls with its :class:`Sink` whenever frames may go
+#: straight to it, and with None whenever they may not (a send of its own, writes held back,
+#: a close).
+Bind = Callable[[Callable[[Sink | None], None]], None]
 PEER_GONE = 1006  # close() code meaning "the peer is gone, send no close frame"
 
 
@@ -33,8 +47,8 @@ class ClientLink:
     while someone waits.
     """
 
-    __slots__ = ("max_bytes", "queued_bytes", "close_code", "direct", "_frames", "_writer",
-                 "_room", "_finished", "_done", "_on_slow", "_large", "_idle")
+    __slots__ = ("max_bytes", "queued_bytes", "close_code", "_sink", "_frames", "_writer",
+                 "_room", "_finished", "_done", "_on_slow", "_large", "_idle", "_offered")
 
     def __init__(self, max_bytes: int, on_slow: Callable[[], None] | None = None) -> None:
         self.max_bytes = max_bytes
@@ -44,32 +58,45 @@ class ClientLink:
         self.queued_bytes = 0
         #: Set once, by the first :meth:`close`; the writer stops and the owner closes with it.
         self.close_code: int | None = None
-        #: Writes a complete frame straight to the connection when nothing holds it back
-        #: (:data:`DIRECT_FRAMES`); None: every frame goes through the buffer and the writer.
-        self.direct: DirectWrite | None = None
+        #: What the connection offers for direct writes (:meth:`offer`), None while it
+        #: offers nothing: every frame then goes through the buffer and the writer.
+        self._offered: Sink | None = None
+        #: The offered sink while the link is idle (open, nothing queued, the writer waiting):
+        #: a frame may be written to it straight away. Else None. One attribute, so the
+        #: fan-out reads one field of the link per frame.
+        self._sink: Sink | None = None
         self._frames: deque[tuple[str, int]] | None = None
         self._writer: asyncio.Future[None] | None = None  # the writer waiting for frames
         self._room: asyncio.Future[None] | None = None  # producers waiting for room
         self._finished = False
         self._done: asyncio.Future[None] | None = None  # waiters for finished()
         self._large: str | None = None  # the frame of put_large() until it is sent
-        #: Open, nothing queued, the writer waiting, and :attr:`direct` set: a frame may be
-        #: written straight away (kept by the writer, :meth:`put` and :meth:`close`).
+        #: Open, nothing queued, the writer waiting (kept by the writer, :meth:`put` and
+        #: :meth:`close`).
         self._idle = False
+
+    def offer(self, sink: Sink | None) -> None:
+        """The connection says where frames may go straight away (None: nowhere, for now).
+
+        Called by the connection whenever that changes; the link writes there only while it
+        is idle, so a direct frame never overtakes one queued before it.
+        """
+        self._offered = sink
+        self._sink = sink if self._idle else None
 
     def put(self, frame: str, size: int | None = None, wire: bytes | None = None) -> bool:
         """Queue ``frame`` (``size`` its UTF-8 length when known). Never blocks.
 
         ``wire``: the same frame, framed for the websocket (:func:`text_frame`, built once for
-        every client). It is written straight to the connection, with no task switch, when
-        nothing is queued, the writer is idle (not in a send) and the connection takes it now;
-        otherwise the frame is queued as usual.
+        every client). It is written straight to the connection's sink, with no task switch,
+        when nothing is queued, the writer is idle (not in a send) and the connection offers
+        its sink (:meth:`offer`); otherwise the frame is queued as usual.
 
         Returns False, and closes the link with 4008, when the frame would overflow the buffer.
         Frames put after :meth:`close` are dropped (and True is returned: nothing to report).
         """
-        if self._idle and wire is not None and (direct := self.direct) is not None \
-                and direct(wire):
+        if (sink := self._sink) is not None and wire is not None and not sink.is_closing():
+            sink.write(wire)
             return True
         if self.close_code is not None:
             return True
@@ -83,6 +110,7 @@ class ClientLink:
         self._frames.append((frame, size))
         self.queued_bytes += size
         self._idle = False
+        self._sink = None
         _wake(self._writer)
         return True
 
@@ -102,6 +130,7 @@ class ClientLink:
         self._frames.append((frame, 0))
         self._large = frame
         self._idle = False
+        self._sink = None
         _wake(self._writer)
 
     def close(self, code: int) -> None:
@@ -109,6 +138,7 @@ class ClientLink:
         if self.close_code is None:
             self.close_code = code
             self._idle = False
+            self._sink = None
             if code == SLOW_CONSUMER and self._on_slow is not None:
                 self._on_slow()
             self._frames = None
@@ -167,11 +197,13 @@ class ClientLink:
             self._frames = frames = None  # drained: an idle link keeps no buffer
             # Woken by put() or close(); the owner cancels this task when the connection ends.
             self._writer = loop.create_future()
-            self._idle = self.direct is not None
+            self._idle = True
+            self._sink = self._offered
             try:
                 await self._writer
             finally:
                 self._idle = False
+                self._sink = None
                 self._writer = None
 
     def finished(self) -> None:

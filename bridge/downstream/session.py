@@ -25,7 +25,7 @@ from bridge.brokers.base import BrokerError
 from bridge.cluster.revocations import NotSynced
 from bridge.common.redact import redact
 from bridge.downstream import protocol as p
-from bridge.downstream.link import DIRECT_FRAMES, PEER_GONE, ClientLink
+from bridge.downstream.link import DIRECT_FRAMES, PEER_GONE, Bind, ClientLink
 from bridge.downstream.resume import resume, send_state
 from bridge.downstream.route import Route
 from bridge.events.channels import granted
@@ -113,7 +113,9 @@ class Session:
             return
         self.grant = grant
         link = self.link = self.hub.attach()
-        link.direct = self.ws.scope.get("extensions", {}).get(DIRECT_FRAMES)
+        bind: Bind | None = self.ws.scope.get("extensions", {}).get(DIRECT_FRAMES)
+        if bind is not None:
+            bind(link.offer)
         self.since = time.time()
         self.route.track(link, None, grant.token_id)
         self.route.sessions[self.session] = self

@@ -64,18 +64,28 @@ async def test_a_frame_larger_than_the_buffer_is_queued_whole_and_bounds_nothing
 
 
 class _Connection:
-    """A connection's two ways out: direct frame writes (taken only while ``open``) and the
-    writer's sends; both append to one wire, in the order they happen."""
+    """A connection's two ways out: direct frame writes to the sink it offers the link and the
+    writer's sends; both append to one wire, in the order they happen. Writing to it while it
+    is not offered, or once closing, is an error."""
 
-    def __init__(self) -> None:
+    def __init__(self, link: ClientLink) -> None:
+        self.link = link
         self.wire: list[str] = []
-        self.open = True
+        self.closing = False
+        self.offered = False
         self.sending: asyncio.Future[None] | None = None
+        self.offer(True)
 
-    def direct(self, data: bytes) -> bool:
-        if self.open:
-            self.wire.append(data[2:].decode())  # short text frames: a 2-byte header
-        return self.open
+    def offer(self, offered: bool) -> None:
+        self.offered = offered
+        self.link.offer(self if offered else None)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def write(self, data: bytes) -> None:
+        assert self.offered and not self.closing, "a direct write the connection did not offer"
+        self.wire.append(data[2:].decode())  # short text frames: a 2-byte header
 
     async def send(self, frame: str) -> None:
         if self.sending is not None:
@@ -98,21 +108,21 @@ async def _idle(link: ClientLink, conn: _Connection) -> None:
 
 async def test_frames_go_straight_to_an_idle_connection_and_keep_their_order() -> None:
     hub = Hub(MemoryBroker(), client_queue_bytes=4096)
-    link, conn = hub.attach(), _Connection()
-    link.direct = conn.direct
+    link = hub.attach()
+    conn = _Connection(link)
     assert link.put("welcome")  # no wire form: queued, sent by the writer
     writer = asyncio.create_task(link.run(conn.send, send_timeout=5))
     await _idle(link, conn)
     assert _put(link, "e1") and _put(link, "e2")  # idle writer: written at once
     assert conn.wire == ["welcome", "e1", "e2"] and link.queued_bytes == 0
 
-    conn.open = False  # the transport holds writes back (paused): frames wait in the buffer
+    conn.offer(False)  # the transport holds writes back (paused): frames wait in the buffer
     conn.sending = asyncio.get_running_loop().create_future()  # and the writer's send blocks
     assert _put(link, "e3")
     assert link.queued_bytes == 2
     for _ in range(5):  # the writer takes e3 and blocks in its send
         await asyncio.sleep(0)
-    conn.open = True  # the transport takes writes again, but the writer is still in a send
+    conn.offer(True)  # the transport takes writes again, but the writer is still in a send
     assert _put(link, "e4")  # queued behind e3, never written ahead of it
     assert conn.wire == ["welcome", "e1", "e2"] and link.queued_bytes == 4
     conn.sending.set_result(None)
@@ -128,9 +138,27 @@ async def test_frames_go_straight_to_an_idle_connection_and_keep_their_order() -
 
 async def test_a_connection_that_holds_writes_back_still_meets_the_byte_limit() -> None:
     hub = Hub(MemoryBroker(), client_queue_bytes=1024)
-    link, conn = hub.attach(), _Connection()
-    link.direct = conn.direct
-    conn.open = False
+    link = hub.attach()
+    conn = _Connection(link)
+    conn.offer(False)
     assert _put(link, "x" * 1000)
     assert not _put(link, "x" * 100)  # the buffer overflows as without direct writes
     assert link.close_code == p.SLOW_CONSUMER
+
+
+async def test_a_closing_transport_and_a_closed_link_take_no_direct_writes() -> None:
+    hub = Hub(MemoryBroker(), client_queue_bytes=4096)
+    link = hub.attach()
+    conn = _Connection(link)
+    writer = asyncio.create_task(link.run(conn.send, send_timeout=5))
+    assert _put(link, "e1")  # offered before the writer idles: queued, sent by the writer
+    await _idle(link, conn)
+    conn.closing = True  # the transport closes before the connection withdrew its offer
+    conn.sending = asyncio.get_running_loop().create_future()
+    assert _put(link, "e2")  # not written to the closing transport: queued for the writer
+    assert conn.wire == ["e1"] and link.queued_bytes == 2
+    link.close(p.SERVICE_RESTART)
+    assert await writer == p.SERVICE_RESTART
+    conn.closing = False
+    conn.offer(True)  # an offer after the close changes nothing
+    assert _put(link, "late") and conn.wire == ["e1"] and link.queued_bytes == 0
