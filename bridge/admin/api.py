@@ -1,9 +1,9 @@
 """The ``/admin`` HTTP API: streams, clients, token revocation, reload (docs/admin.md).
 
-Every endpoint needs an API token with the ``admin`` scope. Streams and clients are this
-instance's: a client is listed, and can be disconnected, only by the instance holding its
-connection, and a stream is reconnected by the instance holding its lease. A revocation reaches
-every instance sharing the Redis.
+Every endpoint needs an API token with the ``admin`` scope. Streams and the client list are
+this instance's: a client is listed only by the instance holding its connection, and a stream
+is reconnected by the instance holding its lease. A disconnect and a revocation reach every
+instance sharing the Redis.
 
 :class:`AdminApi` also owns the mounting of the whole HTTP API (admin and providers'
 endpoints), since a reload changes the providers and so the routes. The handlers are module
@@ -31,6 +31,7 @@ from bridge.admin.reloader import Reloader, ReloadError, file_loader
 from bridge.api.endpoints import ApiError, Endpoint
 from bridge.api.mount import ApiMount
 from bridge.auth.tokens import Principal
+from bridge.cluster.disconnects import MAX_SESSION, Unavailable
 from bridge.cluster.revocations import MAX_TOKEN_ID
 from bridge.common.redact import redact
 from bridge.config.model import Config
@@ -72,6 +73,8 @@ class AdminApi:
         """Mount into ``routes`` (the app router's list); ``route``: the ``/ws`` route whose
         sessions are listed (None: no clients to list)."""
         self.route = route
+        if route is not None:  # the other instances' disconnects of clients held here
+            self.service.disconnects.on_ask(route.disconnect)
         self._mount = ApiMount(routes, self.endpoints,
                                jwt_secret=self.config.auth.jwt_secret.get_secret_value(),
                                leeway=self.config.auth.leeway)
@@ -159,10 +162,20 @@ async def clients(admin: AdminApi, request: Request, principal: Principal | None
 
 async def disconnect(admin: AdminApi, request: Request, principal: Principal | None) -> Response:
     session = request.path_params["session"]
-    if admin.route is None or not admin.route.disconnect(session):
-        raise ApiError(404, "not_found", "no such client on this instance "
-                       f"({admin.service.leases.instance_id}); clients are per instance")
-    return _json({"session": session, "closed": True, "code": 4010})
+    here = admin.service.leases.instance_id
+    if admin.route is not None and admin.route.disconnect(session):
+        return _json({"session": session, "closed": True, "code": 4010, "instance_id": here})
+    if not 0 < len(session) <= MAX_SESSION:
+        raise ApiError(404, "not_found", "no such client")
+    try:
+        holder = await admin.service.disconnects.ask(session)
+    except Unavailable as exc:
+        raise ApiError(503, "unavailable", "the other instances could not be asked for the "
+                       f"client (retry): {exc}") from None
+    if holder is None:
+        raise ApiError(404, "not_found", f"no such client on this instance ({here}) nor on "
+                       f"any other that answered within {admin.service.disconnects.wait:g}s")
+    return _json({"session": session, "closed": True, "code": 4010, "instance_id": holder})
 
 
 async def revoke(admin: AdminApi, request: Request, principal: Principal | None) -> Response:
@@ -267,10 +280,12 @@ ROUTES = [
         description="Clients of this instance only: with several instances, ask each.")),
     Operation("POST", "/admin/clients/{session}/disconnect", disconnect,
               "Disconnect one websocket client", dict(
-                  responses={"200": {"description": "closed with 4010"}, "404": _ERR},
-                  description="Closes the connection with code 4010; the client may reconnect "
-                              "(revoke its token to keep it out). 404 when the session is not "
-                              "connected to this instance.")),
+                  responses={"200": {"description": "closed with 4010"}, "404": _ERR,
+                             "503": _ERR},
+                  description="Closes the connection with code 4010, on whichever instance "
+                              "holds it; the client may reconnect (revoke its token to keep it "
+                              "out). 404 when no instance holds the session; 503 when the "
+                              "other instances cannot be asked (retry).")),
     Operation("POST", "/admin/tokens/{jti}/revoke", revoke, "Revoke a client token", dict(
         requestBody={"required": False, "content": {"application/json": {"schema": {
             "type": "object", "properties": {"expires_at": {

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import orjson
 from redis.exceptions import RedisError
 
+from bridge.cluster.broadcast import decode_object
 from bridge.common.redact import redact
 from bridge.redisconn.clients import pubsub_client
 from bridge.redisconn.keeper import Keeper
@@ -57,17 +58,14 @@ def encode(kind: str, streams: Sequence[str], by: str, sender: str) -> bytes:
 
 def decode(data: bytes | str) -> Notice | None:
     """The notice in ``data``, or None when it is not one (ignored, never an error)."""
-    try:
-        message = orjson.loads(data)
-    except orjson.JSONDecodeError:
+    message = decode_object(data, KINDS)
+    if message is None:
         return None
-    if not isinstance(message, dict) or message.get("kind") not in KINDS:
-        return None
-    streams, by, sender = message.get("streams"), message.get("by"), message.get("from")
+    streams, by = message.get("streams"), message.get("by")
     if not (isinstance(streams, list) and all(isinstance(s, str) for s in streams)
-            and isinstance(by, str) and isinstance(sender, str)):
+            and isinstance(by, str)):
         return None
-    return Notice(message["kind"], tuple(streams), by, sender)
+    return Notice(message["kind"], tuple(streams), by, message["from"])
 
 
 Handler = Callable[[Notice], None]

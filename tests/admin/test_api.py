@@ -118,7 +118,8 @@ async def test_clients_are_listed_per_channel_and_one_is_disconnected(
         assert bad.status_code == 400
 
         answer = await bridge.call("POST", f"/admin/clients/{second.session}/disconnect")
-        assert answer.json() == {"session": second.session, "closed": True, "code": 4010}
+        assert answer.json() == {"session": second.session, "closed": True, "code": 4010,
+                                 "instance_id": bridge.service.leases.instance_id}
         assert await second.wait_closed() == 4010
         await eventually(lambda: bridge.service.hub.stats()["clients"] == 1, 5,
                          "the client to leave")
@@ -130,6 +131,31 @@ async def test_clients_are_listed_per_channel_and_one_is_disconnected(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_disconnect_reaches_the_instance_holding_the_client(
+        start_bridge_file, prefix):
+    one = await start_bridge_file(config_data([], prefix=prefix), name="one")
+    two = await start_bridge_file(config_data([], prefix=prefix), name="two")
+    on_two = await Client.open(two.server.ws_url, mint(JWT_SECRET, sub="crm-6",
+                                                       channels=["calls:acme"]), ["calls:acme"])
+    on_one = await Client.open(one.server.ws_url, mint(JWT_SECRET, sub="crm-7",
+                                                       channels=["calls:acme"]), ["calls:acme"])
+    try:
+        listed = (await one.call("GET", "/admin/clients")).json()
+        assert [c["session"] for c in listed["clients"]] == [on_one.session]  # its own only
+        answer = await one.call("POST", f"/admin/clients/{on_two.session}/disconnect")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"session": on_two.session, "closed": True, "code": 4010,
+                                 "instance_id": two.service.leases.instance_id}
+        assert await on_two.wait_closed() == 4010
+        again = await one.call("POST", f"/admin/clients/{on_two.session}/disconnect")
+        assert (again.status_code, again.json()["error"]["code"]) == (404, "not_found")
+        assert "nor on any other" in again.json()["error"]["message"]
+        assert not on_one.closed.is_set()
+    finally:
+        await on_two.close()
+        await on_one.close()
 
 
 async def test_a_revocation_reaches_every_instance_and_lasts_as_long_as_the_token(

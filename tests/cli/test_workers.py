@@ -1,6 +1,7 @@
 """``callbridge serve --workers N`` as an operator runs it: one port served by N worker
 processes on the shared Redis, supervised (crashes restarted, signals forwarded, startup
-failures told once), each worker's metrics on a port of its own."""
+failures told once), each worker's metrics on a port of its own, an admin disconnect reaching
+the client whichever worker takes the request."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 import tomli_w
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
-from bridge.auth.tokens import mint
+from bridge.auth.tokens import mint, mint_api
 from bridge.http.serving import AppServer
 from bridge.simulator.app import Simulator, SimulatorSettings
 from tests.cli.run import callbridge
@@ -171,13 +173,16 @@ def _gauge(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-async def _client(ws_url: str) -> ClientConnection:
+async def _client(ws_url: str, sessions: dict[ClientConnection, str] | None = None
+                  ) -> ClientConnection:
+    """A client subscribed to ``calls:acme``; its session id goes into ``sessions``."""
     ws = await connect(ws_url + "/ws")
     token = mint(JWT_SECRET, sub="screen", channels=["calls:acme"], ttl=600)
     await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
     await ws.send(orjson.dumps({"type": "subscribe", "id": 1, "channels": ["calls:acme"]}).decode())
-    while orjson.loads(await ws.recv()).get("type") != "subscribed":
-        pass
+    while (frame := orjson.loads(await ws.recv())).get("type") != "subscribed":
+        if frame.get("type") == "welcome" and sessions is not None:
+            sessions[ws] = frame["session"]
     return ws
 
 
@@ -202,12 +207,13 @@ async def test_two_workers_serve_one_port_and_every_client_gets_each_event_once(
                                     "app_id": APP_ID, "app_secret": APP_SECRET}])
         serve = await Serve.start(config)
         clients: list[ClientConnection] = []
+        sessions: dict[ClientConnection, str] = {}
         try:
             base_id = f"{socket.gethostname()}-{serve.proc.pid}"
             assert await _instances(serve.url) == {f"{base_id}-w0", f"{base_id}-w1"}
             async with asyncio.timeout(30 * SCALE):
                 ws_url = serve.url.replace("http://", "ws://")
-                clients = [await _client(ws_url) for _ in range(16)]
+                clients = [await _client(ws_url, sessions) for _ in range(16)]
                 # Each worker counts its own clients on its own metrics port.
                 async with httpx.AsyncClient(timeout=10 * SCALE) as http:
                     counts = [_gauge((await http.get(f"http://127.0.0.1:{port}/metrics")).text,
@@ -216,6 +222,24 @@ async def test_two_workers_serve_one_port_and_every_client_gets_each_event_once(
                 await serve.wait_for(r"lease antbuddy/acme/acct-1 acquired")
                 simulator.start_traffic(20.0)
                 received = await asyncio.gather(*(_event_ids(ws, 5) for ws in clients))
+                await simulator.stop_traffic()
+                # Whichever worker takes the request, the one holding the client closes it.
+                admin = {"authorization": "Bearer " + mint_api(
+                    JWT_SECRET, sub="ops", scopes=["admin"], ttl=600)}
+                holders = set()
+                async with httpx.AsyncClient(timeout=10 * SCALE, headers=admin) as http:
+                    for ws in clients:
+                        answer = await http.post(
+                            f"{serve.url}/admin/clients/{sessions[ws]}/disconnect")
+                        assert answer.status_code == 200, answer.text
+                        holders.add(answer.json()["instance_id"])
+                        while True:
+                            try:
+                                await ws.recv()
+                            except ConnectionClosed as closed:
+                                assert closed.rcvd is not None and closed.rcvd.code == 4010
+                                break
+                assert holders == {f"{base_id}-w0", f"{base_id}-w1"}
         finally:
             await simulator.stop_traffic()
             for ws in clients:
