@@ -1,9 +1,9 @@
 """The ``/admin`` HTTP API: streams, clients, token revocation, reload (docs/admin.md).
 
-Every endpoint needs an API token with the ``admin`` scope. Streams and the client list are
-this instance's: a client is listed only by the instance holding its connection, and a stream
-is reconnected by the instance holding its lease. A disconnect and a revocation reach every
-instance sharing the Redis.
+Every endpoint needs an API token with the ``admin`` scope. Streams are this instance's: a
+stream is reconnected by the instance holding its lease. Clients are listed by the instance
+holding them, or by every instance asked at once (``instances=all``); a disconnect and a
+revocation reach every instance sharing the Redis.
 
 :class:`AdminApi` also owns the mounting of the whole HTTP API (admin and providers'
 endpoints), since a reload changes the providers and so the routes. The handlers are module
@@ -31,7 +31,7 @@ from bridge.admin.reloader import Reloader, ReloadError, file_loader
 from bridge.api.endpoints import ApiError, Endpoint
 from bridge.api.mount import ApiMount
 from bridge.auth.tokens import Principal
-from bridge.cluster.disconnects import MAX_SESSION, Unavailable
+from bridge.cluster.clients import MAX_LISTED, MAX_SESSION, Unavailable
 from bridge.cluster.revocations import MAX_TOKEN_ID
 from bridge.common.redact import redact
 from bridge.config.model import Config
@@ -73,11 +73,33 @@ class AdminApi:
         """Mount into ``routes`` (the app router's list); ``route``: the ``/ws`` route whose
         sessions are listed (None: no clients to list)."""
         self.route = route
-        if route is not None:  # the other instances' disconnects of clients held here
-            self.service.disconnects.on_ask(route.disconnect)
+        if route is not None:  # the other instances' asks about the clients held here
+            self.service.clients.serve(route.disconnect, self.listing)
         self._mount = ApiMount(routes, self.endpoints,
                                jwt_secret=self.config.auth.jwt_secret.get_secret_value(),
                                leeway=self.config.auth.leeway)
+
+    def listing(self, channel: str | None, limit: int) -> dict[str, Any]:
+        """This instance's clients (those of ``channel`` when given), oldest first, at most
+        ``limit`` of them, and how many there are."""
+        sessions = list(self.route.sessions.values()) if self.route is not None else []
+        if channel is not None:
+            sessions = [s for s in sessions if channel in s.channels]
+        listed = []
+        for session in sessions[:limit]:
+            grant = session.grant
+            client = session.ws.scope.get("client")
+            listed.append({
+                "session": session.session,
+                "sub": grant.sub if grant else None,
+                "jti": grant.token_id if grant else None,
+                "token_expires_at": grant.expires_at if grant else None,
+                "remote": client[0] if client else None,
+                "connected_since": round(session.since, 3),
+                "channels": sorted(session.channels),
+            })
+        return {"instance_id": self.service.leases.instance_id, "total": len(sessions),
+                "clients": listed}
 
     def mount(self) -> None:
         """(Re)mount the admin endpoints and every running provider's."""
@@ -134,30 +156,28 @@ async def reconnect(admin: AdminApi, request: Request, principal: Principal | No
 
 async def clients(admin: AdminApi, request: Request, principal: Principal | None) -> Response:
     channel = request.query_params.get("channel")
+    everywhere = request.query_params.get("instances", "this")
+    if everywhere not in ("this", "all"):
+        raise ApiError(400, "bad_request", "instances: this or all")
+    most = MAX_LISTED if everywhere == "all" else MAX_LIMIT
     try:
-        limit = int(request.query_params.get("limit", DEFAULT_LIMIT))
+        limit = int(request.query_params.get("limit", min(DEFAULT_LIMIT, most)))
     except ValueError:
         limit = 0
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ApiError(400, "bad_request", f"limit: an integer in 1..{MAX_LIMIT}")
-    sessions = list(admin.route.sessions.values()) if admin.route is not None else []
-    if channel is not None:
-        sessions = [s for s in sessions if channel in s.channels]
-    listed = []
-    for session in sessions[:limit]:
-        grant = session.grant
-        client = session.ws.scope.get("client")
-        listed.append({
-            "session": session.session,
-            "sub": grant.sub if grant else None,
-            "jti": grant.token_id if grant else None,
-            "token_expires_at": grant.expires_at if grant else None,
-            "remote": client[0] if client else None,
-            "connected_since": round(session.since, 3),
-            "channels": sorted(session.channels),
-        })
-    return _json({"instance_id": admin.service.leases.instance_id, "total": len(sessions),
-                  "clients": listed})
+    if not 1 <= limit <= most:
+        raise ApiError(400, "bad_request", f"limit: an integer in 1..{most}"
+                       + (" with instances=all" if everywhere == "all" else ""))
+    here = admin.listing(channel, limit)
+    if everywhere == "this":
+        return _json(here)
+    try:
+        others, asked = await admin.service.clients.listings(channel, limit)
+    except Unavailable as exc:
+        raise ApiError(503, "unavailable", "the other instances could not be asked for their "
+                       f"clients (retry): {exc}") from None
+    listings = [here, *sorted(others, key=lambda listing: str(listing.get("instance_id")))]
+    return _json({"total": sum(int(listing.get("total", 0)) for listing in listings),
+                  "instances": listings, "asked": asked, "answered": len(others)})
 
 
 async def disconnect(admin: AdminApi, request: Request, principal: Principal | None) -> Response:
@@ -168,13 +188,13 @@ async def disconnect(admin: AdminApi, request: Request, principal: Principal | N
     if not 0 < len(session) <= MAX_SESSION:
         raise ApiError(404, "not_found", "no such client")
     try:
-        holder = await admin.service.disconnects.ask(session)
+        holder = await admin.service.clients.disconnect(session)
     except Unavailable as exc:
         raise ApiError(503, "unavailable", "the other instances could not be asked for the "
                        f"client (retry): {exc}") from None
     if holder is None:
         raise ApiError(404, "not_found", f"no such client on this instance ({here}) nor on "
-                       f"any other that answered within {admin.service.disconnects.wait:g}s")
+                       f"any other that answered within {admin.service.clients.wait:g}s")
     return _json({"session": session, "closed": True, "code": 4010, "instance_id": holder})
 
 
@@ -275,9 +295,15 @@ ROUTES = [
              "description": "Only the clients subscribed to this channel"},
             {"name": "limit", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
-                        "default": DEFAULT_LIMIT}}],
-        responses={"200": {"description": "this instance's clients"}, "400": _ERR},
-        description="Clients of this instance only: with several instances, ask each.")),
+                        "default": DEFAULT_LIMIT},
+             "description": f"At most this many per instance ({MAX_LISTED} at most with "
+                            "instances=all)"},
+            {"name": "instances", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": ["this", "all"], "default": "this"},
+             "description": "all: every instance on the same Redis, asked at once"}],
+        responses={"200": {"description": "the clients"}, "400": _ERR, "503": _ERR},
+        description="Clients of the instance that takes the request; with instances=all, "
+                    "of every instance that answers within 1 s, one list each.")),
     Operation("POST", "/admin/clients/{session}/disconnect", disconnect,
               "Disconnect one websocket client", dict(
                   responses={"200": {"description": "closed with 4010"}, "404": _ERR,

@@ -49,10 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     reconnect = action("reconnect", "force one stream to reconnect")
     reconnect.add_argument("name", help="stream name, as listed by streams, e.g. "
                            "antbuddy/acme/acct-1")
-    clients = action("clients", "list this instance's websocket clients")
+    clients = action("clients", "list the websocket clients (of this instance, or --all)")
     clients.add_argument("--channel", help="only the clients of this channel, e.g. "
                          "calls:acme:1001")
-    clients.add_argument("--limit", type=int, default=1000, help="list at most this many")
+    clients.add_argument("--limit", type=int, default=1000,
+                         help="list at most this many (per instance with --all)")
+    clients.add_argument("--all", action="store_true",
+                         help="the clients of every instance on the same Redis, not only of "
+                              "the one that takes the request")
     disconnect = action("disconnect", "close one client's connection (4010)")
     disconnect.add_argument("session", help="the session id, as listed by clients")
     revoke = action("revoke", "revoke a client token on every instance")
@@ -133,6 +137,8 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any], Any]:
         params: dict[str, Any] = {"limit": args.limit}
         if args.channel:
             params["channel"] = args.channel
+        if args.all:
+            params["instances"] = "all"
         return "GET", "/admin/clients", params, None
     if action == "disconnect":
         return "POST", f"/admin/clients/{quote(args.session, safe='')}/disconnect", {}, None
@@ -143,6 +149,14 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any], Any]:
 
 
 # -- output -------------------------------------------------------------------------------------
+
+CLIENT_COLUMNS = ["SESSION", "SUB", "JTI", "REMOTE", "CONNECTED", "CHANNELS"]
+
+
+def _client_row(c: dict[str, Any]) -> list[Any]:
+    return [c["session"], c["sub"], c["jti"] or "-", c["remote"] or "-",
+            _ago(c["connected_since"]), " ".join(c["channels"]) or "-"]
+
 
 def _render(action: str, data: dict[str, Any]) -> str:
     if action == "streams":
@@ -156,16 +170,22 @@ def _render(action: str, data: dict[str, Any]) -> str:
         if providers:
             text += "\n" + _table(["PROVIDER", "STATUS", "LAST ERROR"], providers)
         return f"instance {data['instance_id']}\n" + text
+    if action == "clients" and "instances" in data:
+        rows = [[listing["instance_id"], *_client_row(c)]
+                for listing in data["instances"] for c in listing["clients"]]
+        head = f"{data['total']} client(s) on {len(data['instances'])} instance(s)"
+        if len(rows) < data["total"]:
+            head += f", {len(rows)} shown"
+        if data["answered"] < data["asked"]:
+            head += f"; {data['asked'] - data['answered']} instance(s) did not answer"
+        return head + "\n" + _table(["INSTANCE", *CLIENT_COLUMNS], rows)
     if action == "clients":
-        rows = [[c["session"], c["sub"], c["jti"] or "-", c["remote"] or "-",
-                 _ago(c["connected_since"]), " ".join(c["channels"]) or "-"]
-                for c in data["clients"]]
+        rows = [_client_row(c) for c in data["clients"]]
         shown = len(rows)
         head = f"instance {data['instance_id']}: {data['total']} client(s)"
         if shown < data["total"]:
             head += f", {shown} shown"
-        return head + "\n" + _table(["SESSION", "SUB", "JTI", "REMOTE", "CONNECTED",
-                                     "CHANNELS"], rows)
+        return head + "\n" + _table(CLIENT_COLUMNS, rows)
     if action == "reconnect":
         return f"{data['name']}: reconnecting\n"
     if action == "disconnect":

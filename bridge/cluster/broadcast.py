@@ -1,5 +1,5 @@
-"""The message format shared by the instance-wide pub/sub channels (lease notices, client
-disconnects): one JSON object with a ``kind`` and the sender's random ``from``."""
+"""The message format shared by the instance-wide pub/sub channels (lease notices, admin
+requests about clients): one JSON object with a ``kind`` and the sender's random ``from``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What ``[broker] url`` selects: the broker and the cluster coordination that goes with it.
 
-``memory://`` runs one instance alone: leases, lease notices, revocations, cursors and client
-disconnects live in the process. A Redis URL (``redis://``, ``rediss://``, ``redis-cluster://``) shares all of
+``memory://`` runs one instance alone: leases, lease notices, revocations, cursors and admin
+requests about clients live in the process. A Redis URL (``redis://``, ``rediss://``, ``redis-cluster://``) shares all of
 them between the instances of one deployment, under ``[broker] prefix``.
 """
 
@@ -16,7 +16,7 @@ from bridge.brokers.memory import MemoryBroker
 from bridge.brokers.redis.broker import RedisBroker
 from bridge.brokers.redis.cluster import RedisClusterBroker
 from bridge.cluster.cursors import CursorStore, MemoryCursors, RedisCursors
-from bridge.cluster.disconnects import ClusterDisconnects, LocalDisconnects
+from bridge.cluster.clients import ClusterClients, LocalClients
 from bridge.cluster.leases import LeaseStore, LocalLeases
 from bridge.cluster.notices import LeaseNotices, LocalNotices
 from bridge.cluster.revocations import MemoryRevocations, RedisRevocations, Revocations
@@ -31,7 +31,7 @@ class Coordination:
     notices: LeaseNotices | LocalNotices
     revocations: Revocations
     cursors: CursorStore
-    disconnects: ClusterDisconnects | LocalDisconnects
+    clients: ClusterClients | LocalClients
 
 
 def from_url(url: str, **options: Any) -> Broker:
@@ -62,19 +62,19 @@ def broker_for(config: Config) -> Broker:
 
 
 def coordination_for(config: Config) -> Coordination:
-    """Leases, notices, revocations, cursors and client disconnects for ``[broker] url``
+    """Leases, notices, revocations, cursors and admin requests about clients for ``[broker] url``
     (none started)."""
     url, prefix, lease = config.broker.url, config.broker.prefix, config.lease
     if url.startswith("memory:"):
         return Coordination(LocalLeases(lease.instance_id, lease.ttl), LocalNotices(),
-                            MemoryRevocations(), MemoryCursors(), LocalDisconnects())
+                            MemoryRevocations(), MemoryCursors(), LocalClients())
     leases = LeaseStore(url, prefix=prefix, ttl=lease.ttl, instance_id=lease.instance_id)
     return Coordination(
         leases=leases,
         notices=LeaseNotices(url, prefix=prefix, instance_id=leases.instance_id),
         revocations=RedisRevocations(url, prefix=prefix),
         cursors=RedisCursors(url, prefix=prefix),
-        disconnects=ClusterDisconnects(url, prefix=prefix, instance_id=leases.instance_id),
+        clients=ClusterClients(url, prefix=prefix, instance_id=leases.instance_id),
     )
 
 

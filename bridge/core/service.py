@@ -41,7 +41,7 @@ from bridge.brokers.base import Broker, BrokerError
 from bridge.brokers.resilient import ResilientBroker
 from bridge.cluster.cursors import CursorStore
 from bridge.cluster.leases import LeasedRunner, LeaseStore, LocalLeases, hand_over
-from bridge.cluster.disconnects import ClusterDisconnects, LocalDisconnects
+from bridge.cluster.clients import ClusterClients, LocalClients
 from bridge.cluster.notices import RELEASED, LeaseNotices, LocalNotices, Notice
 from bridge.cluster.revocations import Revocations
 from bridge.common.redact import redact, register
@@ -73,8 +73,8 @@ class Service:
         self.notices: LeaseNotices | LocalNotices = shared.notices
         self.revocations: Revocations = shared.revocations
         self.cursors: CursorStore = shared.cursors
-        #: Asks the other instances to close a client this one does not hold.
-        self.disconnects: ClusterDisconnects | LocalDisconnects = shared.disconnects
+        #: Asks the other instances about their clients (admin disconnects and lists).
+        self.clients: ClusterClients | LocalClients = shared.clients
         self.providers: list[Provider] = []
         self.hub = Hub(self.broker, client_queue_bytes=config.server.client_queue_bytes)
         self.pipeline = Pipeline(self.broker)
@@ -154,8 +154,8 @@ class Service:
         self.notices.on_notice(self._on_lease_notice)
         self._stack.push_async_callback(self.notices.close)
         await self.notices.start()
-        self._stack.push_async_callback(self.disconnects.close)
-        await self.disconnects.start()
+        self._stack.push_async_callback(self.clients.close)
+        await self.clients.start()
         self._stack.push_async_callback(self.cursors.close)
         context = ProviderContext(submit=self.pipeline.submit, http=http, cursors=self.cursors,
                                   broker_url=self.config.broker.url,

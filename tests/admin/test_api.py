@@ -133,7 +133,7 @@ async def test_clients_are_listed_per_channel_and_one_is_disconnected(
         await second.close()
 
 
-async def test_a_disconnect_reaches_the_instance_holding_the_client(
+async def test_clients_are_listed_and_disconnected_on_every_instance(
         start_bridge_file, prefix):
     one = await start_bridge_file(config_data([], prefix=prefix), name="one")
     two = await start_bridge_file(config_data([], prefix=prefix), name="two")
@@ -144,6 +144,17 @@ async def test_a_disconnect_reaches_the_instance_holding_the_client(
     try:
         listed = (await one.call("GET", "/admin/clients")).json()
         assert [c["session"] for c in listed["clients"]] == [on_one.session]  # its own only
+        everywhere = (await one.call("GET", "/admin/clients",
+                                     params={"instances": "all"})).json()
+        assert (everywhere["total"], everywhere["asked"], everywhere["answered"]) == (2, 1, 1)
+        assert [(listing["instance_id"], [c["session"] for c in listing["clients"]])
+                for listing in everywhere["instances"]] == [
+            (one.service.leases.instance_id, [on_one.session]),
+            (two.service.leases.instance_id, [on_two.session])]
+        assert everywhere["instances"][1]["clients"][0]["sub"] == "crm-6"
+        for bad in ({"instances": "some"}, {"instances": "all", "limit": 1001}):
+            answer = await one.call("GET", "/admin/clients", params=bad)
+            assert (answer.status_code, answer.json()["error"]["code"]) == (400, "bad_request")
         answer = await one.call("POST", f"/admin/clients/{on_two.session}/disconnect")
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"session": on_two.session, "closed": True, "code": 4010,

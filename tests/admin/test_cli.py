@@ -59,6 +59,12 @@ async def test_the_admin_command_drives_a_running_instance(start_simulator, star
         assert code == 0, err
         assert out.splitlines()[0].endswith(": 1 client(s)")
         assert out.splitlines()[2].split()[:4] == [client.session, "crm-5", "jti-5", "127.0.0.1"]
+        code, out, err = await cli(*url, "--token", ADMIN, "clients", "--all")
+        assert code == 0, err
+        assert out.splitlines()[0] == "1 client(s) on 1 instance(s)"
+        assert out.splitlines()[1].split()[:2] == ["INSTANCE", "SESSION"]
+        assert out.splitlines()[2].split()[:3] == [bridge.service.leases.instance_id,
+                                                   client.session, "crm-5"]
         code, out, err = await cli(*url, "--token", ADMIN, "disconnect", client.session)
         assert (code, out) == (0, f"{client.session}: closed with 4010\n"), err
         assert await client.wait_closed() == 4010

@@ -1,7 +1,7 @@
 """``callbridge serve --workers N`` as an operator runs it: one port served by N worker
 processes on the shared Redis, supervised (crashes restarted, signals forwarded, startup
-failures told once), each worker's metrics on a port of its own, an admin disconnect reaching
-the client whichever worker takes the request."""
+failures told once), each worker's metrics on a port of its own, the admin API listing and
+disconnecting every worker's clients whichever worker takes the request."""
 
 from __future__ import annotations
 
@@ -228,6 +228,11 @@ async def test_two_workers_serve_one_port_and_every_client_gets_each_event_once(
                     JWT_SECRET, sub="ops", scopes=["admin"], ttl=600)}
                 holders = set()
                 async with httpx.AsyncClient(timeout=10 * SCALE, headers=admin) as http:
+                    listed = (await http.get(f"{serve.url}/admin/clients",
+                                             params={"instances": "all"})).json()
+                    assert listed["total"] == 16 and listed["answered"] == listed["asked"] == 1
+                    assert {c["session"] for listing in listed["instances"]
+                            for c in listing["clients"]} == set(sessions.values())
                     for ws in clients:
                         answer = await http.post(
                             f"{serve.url}/admin/clients/{sessions[ws]}/disconnect")
