@@ -99,7 +99,8 @@ def _help(*path: str) -> str:
 def test_defaults_are_shown():
     assert "(0: any free port) (default: 8090)" in _help("simulate")
     assert "(default: demo)" in _help("simulate")
-    assert "list at most this many (default: 1000)" in _help("admin", "clients")
+    assert "list at most this many (per instance with --all) (default: 1000)" in _help(
+        "admin", "clients")
     assert "(default: redis://127.0.0.1:6379/0)" in _help("bench")
     assert "seconds until it expires (default: 3600.0)" in _help("token")
 
