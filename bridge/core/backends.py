@@ -1,8 +1,9 @@
 """What ``[broker] url`` selects: the broker and the cluster coordination that goes with it.
 
 ``memory://`` runs one instance alone: leases, lease notices, revocations, cursors and admin
-requests about clients live in the process. A Redis URL (``redis://``, ``rediss://``, ``redis-cluster://``) shares all of
-them between the instances of one deployment, under ``[broker] prefix``.
+requests about clients live in the process. A Redis URL (``redis://``, ``rediss://``,
+``redis-cluster://``) shares all of them between the instances of one deployment, under
+``[broker] prefix``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from bridge.brokers.base import Broker
 from bridge.brokers.memory import MemoryBroker
 from bridge.brokers.redis.broker import RedisBroker
 from bridge.brokers.redis.cluster import RedisClusterBroker
-from bridge.cluster.cursors import CursorStore, MemoryCursors, RedisCursors
 from bridge.cluster.clients import ClusterClients, LocalClients
+from bridge.cluster.cursors import CursorStore, MemoryCursors, RedisCursors
 from bridge.cluster.leases import LeaseStore, LocalLeases
 from bridge.cluster.notices import LeaseNotices, LocalNotices
 from bridge.cluster.revocations import MemoryRevocations, RedisRevocations, Revocations
@@ -62,8 +63,8 @@ def broker_for(config: Config) -> Broker:
 
 
 def coordination_for(config: Config) -> Coordination:
-    """Leases, notices, revocations, cursors and admin requests about clients for ``[broker] url``
-    (none started)."""
+    """Leases, notices, revocations, cursors and admin requests about clients for
+    ``[broker] url`` (none started)."""
     url, prefix, lease = config.broker.url, config.broker.prefix, config.lease
     if url.startswith("memory:"):
         return Coordination(LocalLeases(lease.instance_id, lease.ttl), LocalNotices(),

@@ -39,9 +39,9 @@ from bridge.auth.jwks import Jwks
 from bridge.auth.verifier import Verifier
 from bridge.brokers.base import Broker, BrokerError
 from bridge.brokers.resilient import ResilientBroker
+from bridge.cluster.clients import ClusterClients, LocalClients
 from bridge.cluster.cursors import CursorStore
 from bridge.cluster.leases import LeasedRunner, LeaseStore, LocalLeases, hand_over
-from bridge.cluster.clients import ClusterClients, LocalClients
 from bridge.cluster.notices import RELEASED, LeaseNotices, LocalNotices, Notice
 from bridge.cluster.revocations import Revocations
 from bridge.common.redact import redact, register

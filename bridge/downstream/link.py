@@ -32,10 +32,12 @@ class Sink(Protocol):
     def write(self, data: bytes) -> None: ...
 
 
-#: Takes a function the connection calls with its :class:`Sink` whenever frames may go
-#: straight to it, and with None whenever they may not (a send of its own, writes held back,
-#: a close).
-Bind = Callable[[Callable[[Sink | None], None]], None]
+#: Called by the connection with its :class:`Sink` whenever frames may go straight to it, and
+#: with None whenever they may not (a send of its own, writes held back, a close):
+#: :meth:`ClientLink.offer`.
+Offer = Callable[[Sink | None], None]
+#: Binds a link's :data:`Offer` to the connection.
+Bind = Callable[[Offer], None]
 PEER_GONE = 1006  # close() code meaning "the peer is gone, send no close frame"
 
 

@@ -30,13 +30,13 @@ import asyncio
 import random
 import struct
 import weakref
-from typing import Any, Callable
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
 from bridge.common.wheel import Wheel
-from bridge.downstream.link import DIRECT_FRAMES, Sink
+from bridge.downstream.link import DIRECT_FRAMES, Offer
 
 _Wheels = dict[float, "Wheel[DirectFrames]"]
 #: The keepalive wheels of each event loop, by ping interval.
@@ -54,7 +54,7 @@ class DirectFrames(WebSocketsSansIOProtocol):
     """
 
     #: The bound link's :meth:`~bridge.downstream.link.ClientLink.offer`.
-    _offer: Callable[[Sink | None], None] | None = None
+    _offer: Offer | None = None
     #: The payload of the keepalive ping awaiting its pong.
     _ping: bytes | None = None
 
@@ -64,7 +64,7 @@ class DirectFrames(WebSocketsSansIOProtocol):
         if scope is not None:  # None: the handshake was refused
             scope["extensions"][DIRECT_FRAMES] = self.bind
 
-    def bind(self, offer: Callable[[Sink | None], None]) -> None:
+    def bind(self, offer: Offer) -> None:
         """Tell ``offer`` from now on where frames may be written straight away."""
         self._offer = offer
         self._update()
