@@ -175,8 +175,8 @@ async def clients(admin: AdminApi, request: Request, principal: Principal | None
     except Unavailable as exc:
         raise ApiError(503, "unavailable", "the other instances could not be asked for their "
                        f"clients (retry): {exc}") from None
-    listings = [here, *sorted(others, key=lambda listing: str(listing.get("instance_id")))]
-    return _json({"total": sum(int(listing.get("total", 0)) for listing in listings),
+    listings = [here, *sorted(others, key=lambda listing: listing["instance_id"])]
+    return _json({"total": sum(listing["total"] for listing in listings),
                   "instances": listings, "asked": asked, "answered": len(others)})
 
 

@@ -102,7 +102,9 @@ def decode(data: bytes | str) -> Message | None:
             return None
         return Message(kind, ref, by, body["from"], channel=channel, limit=limit)
     listing = body.get("listing")
-    if not isinstance(listing, dict) or not isinstance(listing.get("clients"), list):
+    if not (isinstance(listing, dict) and isinstance(listing.get("instance_id"), str)
+            and isinstance(listing.get("total"), int) and not isinstance(listing["total"], bool)
+            and isinstance(listing.get("clients"), list)):
         return None
     return Message(kind, ref, by, body["from"], listing=listing)
 

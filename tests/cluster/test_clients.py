@@ -142,6 +142,8 @@ async def test_junk_on_the_channel_is_ignored_and_answers_go_on(prefix: str) -> 
                      encode(Message(ASK, "ref", "bridge-z", "other", session="x" * 65)),
                      encode(Message(LIST, "ref", "bridge-z", "other", limit=MAX_LISTED + 1)),
                      b'{"kind": "listed", "ref": "r", "by": "z", "from": "f", "listing": 1}',
+                     b'{"kind": "listed", "ref": "r", "by": "z", "from": "f", "listing": '
+                     b'{"instance_id": "z", "total": "2", "clients": []}}',
                      b'{"kind": "ask", "session": 7, "ref": "r", "by": "z", "from": "f"}'):
             assert decode(junk) is None
             await client.publish(a.channel, junk)
