@@ -5,8 +5,6 @@ cannot reach is an error, never a 'no'."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from typing import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,17 +20,9 @@ from bridge.cluster.clients import (
     decode,
     encode,
 )
-from bridge.redisconn.clients import drop_prefix
 from tests.support.redis_proxy import Proxy
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-clients-{uuid.uuid4().hex}:"
-    yield name
-    await drop_prefix(REDIS_URL, name)
 
 
 class Holder:

@@ -5,9 +5,7 @@ runners."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator
 
 import orjson
@@ -16,19 +14,10 @@ import redis.asyncio as aioredis
 
 from bridge.cluster.leases import LeasedRunner, LeaseStore, hand_over
 from bridge.cluster.notices import LIVE, RELEASED, LeaseNotices, Notice, decode, encode
-from bridge.redisconn.clients import drop_prefix
 from tests.scenarios.conftest import SCALE, eventually
 from tests.support.redis_cluster import binaries_missing, redis_cluster
 
 REDIS = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    value = f"cbtest-handover-{secrets.token_hex(4)}:"
-    yield value
-    with contextlib.suppress(Exception):
-        await drop_prefix(REDIS, value)
 
 
 @pytest.fixture(params=["redis", "cluster"])

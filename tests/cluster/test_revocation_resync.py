@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +25,6 @@ from bridge.downstream import protocol as p
 from bridge.downstream.endpoint import WsApp, ws_route
 from bridge.downstream.hub import Hub
 from bridge.downstream.route import Route
-from bridge.redisconn.clients import drop_prefix
 from tests.cluster.test_revocations import SCALE, SECRET
 from tests.downstream.conftest import RunningServer, run_uvicorn
 from tests.support.redis_cluster import binaries_missing, redis_cluster
@@ -34,13 +32,6 @@ from tests.support.redis_server import PrivateRedis, private_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 WAIT = 10 * SCALE
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-resync-{uuid.uuid4().hex}:"
-    yield name
-    await drop_prefix(REDIS_URL, name)
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import time
-import uuid
 from typing import AsyncIterator
 
 import orjson
@@ -22,7 +21,6 @@ from bridge.cluster.revocations import MemoryRevocations, RedisRevocations, Revo
 from bridge.downstream import protocol as p
 from bridge.downstream.endpoint import ws_route
 from bridge.downstream.hub import Hub
-from bridge.redisconn.clients import drop_prefix
 from tests.downstream.conftest import run_uvicorn
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -38,13 +36,6 @@ async def redis_revocations(prefix: str) -> AsyncIterator[RedisRevocations]:
         yield revocations
     finally:
         await revocations.close()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-revoke-{uuid.uuid4().hex}:"
-    yield name
-    await drop_prefix(REDIS_URL, name)
 
 
 async def heard(revocations: Revocations) -> asyncio.Queue[str]:
